@@ -1,0 +1,1 @@
+"""Gallery index: FAISS vector indexes and SQL metadata."""

@@ -1,0 +1,1 @@
+"""Serving: ONNX export (torch side) and runtime embedders (no torch)."""

@@ -1,0 +1,1 @@
+"""Training: shared unsupervised core, SALCR and SDCL methods, evaluation protocols."""

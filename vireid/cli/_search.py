@@ -1,0 +1,14 @@
+"""`vireid search` (placeholder: to be written)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser("search", help="(not yet implemented)")
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    raise NotImplementedError("vireid search is not implemented yet")
