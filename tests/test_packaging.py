@@ -1,0 +1,41 @@
+"""Packaging checks: every package folder ships in the wheel and the layer contracts hold."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_DIRS = {
+    "vireid.training": "training",
+    "vireid.serving": "serving",
+    "vireid.index": "index",
+    "vireid.api": "api",
+    "vireid.cli": "vireid/cli",
+}
+
+
+def _declared_packages() -> set[str]:
+    with (ROOT / "pyproject.toml").open("rb") as fh:
+        return set(tomllib.load(fh)["tool"]["setuptools"]["packages"])
+
+
+def test_every_subpackage_is_declared_for_the_wheel() -> None:
+    found = set()
+    for name, folder in PACKAGE_DIRS.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(ROOT / folder)
+            found.add(".".join([name, *rel.parts]) if rel.parts else name)
+    missing = found - _declared_packages()
+    assert not missing, f"add to [tool.setuptools] packages in pyproject.toml: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("module", ["vireid.api", "vireid.index", "vireid.serving.runtime"])
+def test_serving_side_does_not_import_torch(module: str) -> None:
+    code = f"import sys, {module}; sys.exit(1 if 'torch' in sys.modules else 0)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, f"{module} imported torch:\n{result.stderr}"
