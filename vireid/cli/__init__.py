@@ -13,8 +13,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from vireid.cli._version import __version__
 from vireid.cli import _evaluate, _export, _ingest, _search, _serve, _synth, _train
+from vireid.cli._version import __version__
 
 _SUBCOMMANDS = (_train, _evaluate, _export, _ingest, _search, _serve, _synth)
 
