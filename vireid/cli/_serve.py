@@ -1,14 +1,90 @@
-"""`vireid serve` (placeholder: to be written)."""
+"""`vireid serve`: run the HTTP search service with uvicorn.
+
+Also holds the data-directory options shared by ``serve``, ``ingest`` and ``search``: each overrides
+the ``VIREID_*`` environment setting of the same name.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vireid.api import Settings
+
+logger = logging.getLogger(__name__)
+
+_SETTINGS_OPTIONS: tuple[tuple[str, str, type, str], ...] = (
+    ("--data-dir", "data_dir", Path, "data directory (VIREID_DATA_DIR, default ./vireid-data)"),
+    ("--model-dir", "model_dir", Path, "exported model (VIREID_MODEL_DIR, default <data-dir>/model)"),
+    (
+        "--database-url",
+        "database_url",
+        str,
+        "SQLAlchemy URL (VIREID_DATABASE_URL, default SQLite in data dir)",
+    ),
+    ("--index-factory", "index_factory", str, "FAISS factory string (VIREID_INDEX_FACTORY)"),
+    ("--backend", "backend", str, "embedder backend: auto, onnxruntime, tensorrt (VIREID_BACKEND)"),
+    ("--device", "device", str, "embedder device: auto, cpu, cuda (VIREID_DEVICE)"),
+    ("--batch-size", "batch_size", int, "images per embedding / commit batch (VIREID_BATCH_SIZE)"),
+)
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options that override :class:`vireid.api.Settings` fields (all default to the environment)."""
+    group = parser.add_argument_group("data and model (override VIREID_* environment variables)")
+    for flag, dest, kind, text in _SETTINGS_OPTIONS:
+        group.add_argument(
+            flag, dest=f"settings_{dest}", metavar=dest.upper(), type=kind, default=None, help=text
+        )
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings from the environment, with the options given on the command line winning.
+
+    Raises:
+        ValueError: an option value the settings refuse (pydantic ``ValidationError``).
+    """
+    from vireid.api import Settings
+
+    overrides: dict[str, Any] = {
+        dest: getattr(args, f"settings_{dest}")
+        for _, dest, _, _ in _SETTINGS_OPTIONS
+        if getattr(args, f"settings_{dest}", None) is not None
+    }
+    return Settings(**overrides)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = subparsers.add_parser("serve", help="(not yet implemented)")
+    """Register ``vireid serve``."""
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the HTTP search service",
+        description="Run the HTTP service (POST /search, /gallery, /healthz, /readyz, /docs) with uvicorn. "
+        "Settings come from VIREID_* environment variables; see docs/api.md.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=("critical", "error", "warning", "info", "debug"),
+        help="uvicorn log level",
+    )
+    add_settings_arguments(parser)
     parser.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    raise NotImplementedError("vireid serve is not implemented yet")
+    import uvicorn
+
+    from vireid.api import create_app
+
+    if not 0 < args.port < 65536:
+        raise ValueError(f"--port must be in 1..65535, got {args.port}")
+    settings = settings_from_args(args)
+    logger.info("serving data dir %s on http://%s:%d", settings.data_dir.resolve(), args.host, args.port)
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+    return 0

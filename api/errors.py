@@ -1,0 +1,126 @@
+"""Service errors and their mapping to HTTP responses with a ``{"detail": "<message>"}`` body.
+
+Services raise the exceptions below (never ``HTTPException``), so the same code serves the HTTP routes
+and the command line. :func:`install_error_handlers` maps them, and request validation errors, to JSON
+responses; no client input leads to a 5xx.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+__all__ = [
+    "InvalidInputError",
+    "NotFoundError",
+    "NotReadyError",
+    "PayloadTooLargeError",
+    "ServiceError",
+    "UnauthorizedError",
+    "UnsupportedMediaTypeError",
+    "format_validation_errors",
+    "install_error_handlers",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class ServiceError(Exception):
+    """Base class of the errors a service reports to its caller; ``status_code`` is the HTTP status."""
+
+    status_code: int = status.HTTP_500_INTERNAL_SERVER_ERROR
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class InvalidInputError(ServiceError, ValueError):
+    """Bad parameters or an image that cannot be decoded (HTTP 422)."""
+
+    status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
+
+
+class UnsupportedMediaTypeError(ServiceError, ValueError):
+    """An image in a format the service does not accept (HTTP 415)."""
+
+    status_code = status.HTTP_415_UNSUPPORTED_MEDIA_TYPE
+
+
+class PayloadTooLargeError(ServiceError, ValueError):
+    """An upload over ``Settings.max_upload_bytes`` (HTTP 413)."""
+
+    status_code = status.HTTP_413_CONTENT_TOO_LARGE
+
+
+class NotFoundError(ServiceError, KeyError):
+    """No gallery item with the requested id (HTTP 404)."""
+
+    status_code = status.HTTP_404_NOT_FOUND
+
+    def __str__(self) -> str:
+        return self.detail
+
+
+class UnauthorizedError(ServiceError):
+    """Missing or wrong ``X-API-Key`` (HTTP 401)."""
+
+    status_code = status.HTTP_401_UNAUTHORIZED
+
+
+class NotReadyError(ServiceError):
+    """The model or the index is not loaded (HTTP 503)."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+
+
+def format_validation_errors(errors: Sequence[Any]) -> str:
+    """Join pydantic/FastAPI validation errors into one message, e.g. ``"k: Input should be ≤ 1000"``.
+
+    Args:
+        errors: the ``errors()`` list of a ``RequestValidationError``.
+
+    Returns:
+        ``"<field>: <message>; ..."`` with the request part (``body``, ``query``) dropped from locations.
+    """
+    parts = []
+    for error in errors:
+        loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path", "header", "form")]
+        message = str(error.get("msg", "invalid value"))
+        parts.append(f"{'.'.join(loc)}: {message}" if loc else message)
+    return "; ".join(parts) or "invalid request"
+
+
+async def _service_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    if exc.status_code >= 500:
+        logger.warning("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc.detail)
+    headers = {"WWW-Authenticate": "ApiKey"} if isinstance(exc, UnauthorizedError) else None
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+
+
+async def _validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse(
+        {"detail": format_validation_errors(exc.errors())},
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+    )
+
+
+async def _unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(
+        {"detail": "internal server error"}, status_code=status.HTTP_500_INTERNAL_SERVER_ERROR
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the JSON error handlers on ``app``."""
+    app.add_exception_handler(ServiceError, _service_error_handler)
+    app.add_exception_handler(RequestValidationError, _validation_error_handler)
+    app.add_exception_handler(Exception, _unexpected_error_handler)

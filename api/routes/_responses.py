@@ -1,0 +1,23 @@
+"""OpenAPI descriptions of the error responses shared by the routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vireid.api.schemas import ErrorResponse
+
+__all__ = ["error_responses"]
+
+_DESCRIPTIONS = {
+    401: "Missing or wrong X-API-Key (only when VIREID_API_KEY is set).",
+    404: "No gallery item with this id.",
+    413: "Upload larger than VIREID_MAX_UPLOAD_BYTES.",
+    415: "Image format other than JPEG, PNG or BMP.",
+    422: "Bad parameter, or an empty, truncated, undecodable or oversized (pixel count) image.",
+    503: "Model or gallery index not loaded.",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` entries for the given status codes, all with an :class:`ErrorResponse` body."""
+    return {code: {"model": ErrorResponse, "description": _DESCRIPTIONS[code]} for code in codes}

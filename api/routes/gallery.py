@@ -1,0 +1,107 @@
+"""``/gallery``: add images, read, delete and count gallery items."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Response, UploadFile, status
+
+from vireid.api._uploads import read_upload
+from vireid.api.deps import ApiKeyDep, GalleryServiceDep, SettingsDep
+from vireid.api.errors import InvalidInputError
+from vireid.api.routes._responses import error_responses
+from vireid.api.schemas import (
+    CameraModalityCount,
+    GalleryCreateResponse,
+    GalleryItemCreate,
+    GalleryItemPublic,
+    GalleryStats,
+)
+from vireid.api.services import IngestRecord
+from vireid.api.settings import Modality
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/gallery", tags=["gallery"])
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=GalleryCreateResponse,
+    dependencies=[ApiKeyDep],
+    responses=error_responses(401, 413, 415, 422, 503),
+)
+def add_images(
+    service: GalleryServiceDep,
+    settings: SettingsDep,
+    images: Annotated[list[UploadFile], File(description="One or more crops (JPEG, PNG or BMP).")],
+    camera: Annotated[str, Form(min_length=1, max_length=64)],
+    modality: Annotated[Modality, Form()],
+    captured_at: Annotated[datetime | None, Form(description="ISO 8601; naive = UTC.")] = None,
+    track_id: Annotated[str | None, Form(max_length=128)] = None,
+    source: Annotated[str | None, Form(max_length=1024, description="Default: upload file name.")] = None,
+) -> GalleryCreateResponse:
+    """Add crops of one camera. All or nothing: one bad image refuses the whole request.
+
+    An image already stored (same SHA-256 of the bytes, same model and modality) is not added again;
+    its existing id is returned and its metadata is left unchanged.
+    """
+    if len(images) > settings.max_files_per_request:
+        raise InvalidInputError(
+            f"at most {settings.max_files_per_request} images per request, got {len(images)}"
+        )
+    meta = GalleryItemCreate(
+        camera=camera, modality=modality, captured_at=captured_at, track_id=track_id, source=source
+    )
+    records = [
+        IngestRecord(
+            source=meta.source or upload.filename or f"upload-{n}",
+            camera=meta.camera,
+            modality=meta.modality,
+            captured_at=meta.captured_at,
+            track_id=meta.track_id,
+            data=read_upload(upload, max_bytes=settings.max_upload_bytes),
+        )
+        for n, upload in enumerate(images)
+    ]
+    report = service.ingest(records, batch_size=len(records), strict=True)
+    return GalleryCreateResponse(
+        ids=[int(o.id) for o in report.outcomes if o.id is not None],
+        added=report.added,
+        duplicates=report.duplicates,
+    )
+
+
+@router.get("/stats", response_model=GalleryStats, responses=error_responses(503))
+def stats(service: GalleryServiceDep) -> GalleryStats:
+    """Item counts per camera and modality, for the loaded model."""
+    result = service.stats()
+    return GalleryStats(
+        model_version=result.model_version,
+        total=result.total,
+        by_modality=result.by_modality(),
+        by_camera=[
+            CameraModalityCount.model_validate({"camera": c, "modality": m, "count": n})
+            for c, m, n in result.by_camera
+        ],
+    )
+
+
+@router.get("/{item_id}", response_model=GalleryItemPublic, responses=error_responses(404, 503))
+def get_item(service: GalleryServiceDep, item_id: int) -> GalleryItemPublic:
+    """One gallery item's metadata."""
+    return GalleryItemPublic.model_validate(service.get(item_id))
+
+
+@router.delete(
+    "/{item_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=[ApiKeyDep],
+    responses=error_responses(401, 404, 503),
+)
+def delete_item(service: GalleryServiceDep, item_id: int) -> Response:
+    """Delete an item from the database and from its index (the index is saved)."""
+    service.delete(item_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

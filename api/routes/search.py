@@ -1,0 +1,58 @@
+"""``POST /search``: find gallery crops of the other modality that match a query crop."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, UploadFile
+
+from vireid.api._uploads import parse_csv_list, read_upload
+from vireid.api.deps import SearchServiceDep, SettingsDep
+from vireid.api.routes._responses import error_responses
+from vireid.api.schemas import Match, ModelInfo, SearchResponse
+from vireid.api.services import MAX_K
+from vireid.api.settings import Modality
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/search", tags=["search"])
+
+
+@router.post("", response_model=SearchResponse, responses=error_responses(413, 415, 422, 503))
+def search(
+    service: SearchServiceDep,
+    settings: SettingsDep,
+    image: Annotated[UploadFile, File(description="Query crop (JPEG, PNG or BMP).")],
+    modality: Annotated[Modality, Form(description="Modality of the query crop.")] = "infrared",
+    k: Annotated[int, Form(ge=1, le=MAX_K, description="Number of matches.")] = 10,
+    target_modality: Annotated[
+        Modality | None, Form(description="Gallery modality to search; default the other one.")
+    ] = None,
+    cameras: Annotated[str | None, Form(description="Comma-separated cameras to keep.")] = None,
+    since: Annotated[datetime | None, Form(description="ISO 8601; keep items captured at/after.")] = None,
+    until: Annotated[datetime | None, Form(description="ISO 8601; keep items captured at/before.")] = None,
+) -> SearchResponse:
+    """Search the gallery with one crop; matches come in descending cosine score.
+
+    Filters are applied inside the index search, so ``k`` matches come back whenever ``k`` gallery
+    items pass them. Naive timestamps are taken as UTC.
+    """
+    data = read_upload(image, max_bytes=settings.max_upload_bytes)
+    result = service.search(
+        data,
+        modality=modality,
+        k=k,
+        target_modality=target_modality,
+        cameras=parse_csv_list(cameras),
+        since=since,
+        until=until,
+        source=image.filename or "image",
+    )
+    return SearchResponse(
+        model=ModelInfo(method=result.method, version=result.model_version),
+        query_modality=result.query_modality,
+        target_modality=result.target_modality,
+        matches=[Match.model_validate(m) for m in result.matches],
+        took_ms=result.took_ms,
+    )

@@ -1,0 +1,126 @@
+"""Request and response schemas of the HTTP API (house-style §32), kept apart from the ORM rows."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from vireid.api.settings import Modality
+
+__all__ = [
+    "CameraModalityCount",
+    "ErrorResponse",
+    "GalleryCreateResponse",
+    "GalleryItemCreate",
+    "GalleryItemPublic",
+    "GalleryStats",
+    "Health",
+    "Match",
+    "ModelInfo",
+    "Readiness",
+    "SearchResponse",
+]
+
+
+class ErrorResponse(BaseModel):
+    """Body of every error response."""
+
+    detail: str = Field(description="What went wrong.")
+
+
+class ModelInfo(BaseModel):
+    """The model that produced the embeddings."""
+
+    method: str = Field(description="Training method, e.g. 'salcr' or 'sdcl'.")
+    version: str = Field(description="Model version (content hash from the export manifest).")
+
+
+class Match(BaseModel):
+    """One gallery item returned by a search."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    score: float = Field(description="Cosine similarity to the query, in [-1, 1]; higher is closer.")
+    camera: str
+    modality: Modality
+    captured_at: datetime | None = None
+    track_id: str | None = None
+    source: str | None = None
+
+
+class SearchResponse(BaseModel):
+    """Result of ``POST /search``; ``matches`` are in descending score (ties: ascending id)."""
+
+    model: ModelInfo
+    query_modality: Modality
+    target_modality: Modality
+    matches: list[Match]
+    took_ms: float = Field(description="Server-side time for decode, embed and search, in milliseconds.")
+
+
+class GalleryItemCreate(BaseModel):
+    """Metadata sent with ``POST /gallery`` (multipart form fields), applied to every image."""
+
+    camera: str = Field(min_length=1, max_length=64)
+    modality: Modality
+    captured_at: datetime | None = None
+    track_id: str | None = Field(default=None, max_length=128)
+    source: str | None = Field(default=None, max_length=1024)
+
+
+class GalleryItemPublic(BaseModel):
+    """A stored gallery item."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    camera: str
+    modality: Modality
+    captured_at: datetime | None = None
+    track_id: str | None = None
+    source: str | None = None
+    sha256: str
+    model_version: str
+    created_at: datetime | None = None
+
+
+class GalleryCreateResponse(BaseModel):
+    """Ids of the uploaded images, in upload order; a duplicate image gets the id already stored."""
+
+    ids: list[int]
+    added: int = Field(description="How many images were new.")
+    duplicates: int = Field(description="How many images were already in the gallery.")
+
+
+class CameraModalityCount(BaseModel):
+    """Number of gallery items for one (camera, modality) pair."""
+
+    camera: str
+    modality: Modality
+    count: int
+
+
+class GalleryStats(BaseModel):
+    """Counts of gallery items embedded by the loaded model."""
+
+    model_version: str
+    total: int
+    by_modality: dict[str, int]
+    by_camera: list[CameraModalityCount]
+
+
+class Health(BaseModel):
+    """Liveness answer."""
+
+    status: str
+
+
+class Readiness(BaseModel):
+    """Readiness answer: model and indexes loaded."""
+
+    status: str
+    model: ModelInfo | None = None
+    gallery_size: dict[str, int] = Field(default_factory=dict, description="Vectors per modality index.")
+    detail: str | None = None

@@ -1,0 +1,44 @@
+"""Services behind the HTTP routes and the ``ingest`` / ``search`` commands.
+
+They own the unit of work (sessions, commits, index saves) and raise :mod:`vireid.api.errors`
+exceptions, never HTTP ones, so the routes and the command line share them.
+"""
+
+from vireid.api.services._context import ServiceContext, open_context
+from vireid.api.services._gallery import GalleryService, GalleryStatsResult, IngestOutcome, IngestReport
+from vireid.api.services._layouts import (
+    IMAGE_SUFFIXES,
+    SYSU_CAMERA_MODALITY,
+    SYSU_SPLITS,
+    parse_sysu_cameras,
+    read_csv,
+    read_folder,
+    read_sysu_mm01,
+)
+from vireid.api.services._records import IngestFailure, IngestRecord, as_utc, parse_modality
+from vireid.api.services._search import MAX_K, SearchMatch, SearchResult, SearchService, other_modality
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "MAX_K",
+    "SYSU_CAMERA_MODALITY",
+    "SYSU_SPLITS",
+    "GalleryService",
+    "GalleryStatsResult",
+    "IngestFailure",
+    "IngestOutcome",
+    "IngestRecord",
+    "IngestReport",
+    "SearchMatch",
+    "SearchResult",
+    "SearchService",
+    "ServiceContext",
+    "as_utc",
+    "open_context",
+    "other_modality",
+    "parse_modality",
+    "parse_sysu_cameras",
+    "read_csv",
+    "read_folder",
+    "read_sysu_mm01",
+]

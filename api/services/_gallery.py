@@ -1,0 +1,340 @@
+"""Gallery ingest, lookup, delete and stats: used by ``POST /gallery`` and by ``vireid ingest``.
+
+Ingest works in batches. Each batch is read, hashed and decoded first; unreadable files are reported and
+skipped, files whose SHA-256 is already stored for the current model and modality are skipped as
+duplicates (their existing id is returned). The rest is embedded, written to SQL and added to the
+in-memory index; the SQL transaction is committed and the index saved (temp file + rename) only when
+the whole batch succeeded. On any error the transaction is rolled back and the vectors added to the
+in-memory index are removed again, so the index on disk is always the one of the last good batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from vireid.api.errors import InvalidInputError, NotFoundError, ServiceError
+from vireid.api.services._context import ServiceContext
+from vireid.api.services._images import decode, sha256_hex
+from vireid.api.services._records import IngestRecord, as_utc
+from vireid.api.settings import MODALITIES, Modality
+
+if TYPE_CHECKING:
+    from PIL import Image
+    from sqlalchemy.orm import Session
+
+    from vireid.index import NewItem
+
+__all__ = ["GalleryService", "GalleryStatsResult", "IngestOutcome", "IngestReport"]
+
+logger = logging.getLogger(__name__)
+
+Status = Literal["added", "duplicate", "failed"]
+
+#: Digests per ``IN (...)`` clause when looking up duplicates.
+_IN_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    """What happened to one record: ``id`` is the new or existing item id (None when failed)."""
+
+    source: str
+    status: Status
+    id: int | None = None
+    reason: str | None = None
+
+
+@dataclass
+class IngestReport:
+    """One outcome per ingested record, in input order."""
+
+    outcomes: list[IngestOutcome] = field(default_factory=list)
+
+    def extend(self, outcomes: Iterable[IngestOutcome]) -> None:
+        """Append outcomes."""
+        self.outcomes.extend(outcomes)
+
+    def of(self, status: Status) -> list[IngestOutcome]:
+        """The outcomes with the given status."""
+        return [o for o in self.outcomes if o.status == status]
+
+    @property
+    def added(self) -> int:
+        """Number of new gallery items."""
+        return len(self.of("added"))
+
+    @property
+    def duplicates(self) -> int:
+        """Number of records skipped because the same image was already stored."""
+        return len(self.of("duplicate"))
+
+    @property
+    def failed(self) -> list[IngestOutcome]:
+        """Records skipped because they could not be read or decoded."""
+        return self.of("failed")
+
+
+@dataclass(frozen=True)
+class GalleryStatsResult:
+    """Item counts for one model version, per (camera, modality)."""
+
+    model_version: str
+    by_camera: list[tuple[str, str, int]]
+
+    @property
+    def total(self) -> int:
+        """Total number of items."""
+        return sum(count for _, _, count in self.by_camera)
+
+    def by_modality(self) -> dict[str, int]:
+        """Counts per modality (both modalities present, zero when empty)."""
+        counts = dict.fromkeys(MODALITIES, 0)
+        for _, modality, count in self.by_camera:
+            counts[modality] = counts.get(modality, 0) + count
+        return counts
+
+
+@dataclass
+class _Prepared:
+    position: int
+    record: IngestRecord
+    item: NewItem
+    image: Image.Image
+
+    @property
+    def sha256(self) -> str:
+        return str(self.item.sha256)
+
+
+class GalleryService:
+    """Adds, reads and deletes gallery items, keeping SQL and the indexes in step.
+
+    Args:
+        context: loaded embedder, sessions, indexes and the write lock.
+    """
+
+    def __init__(self, context: ServiceContext) -> None:
+        self._ctx = context
+
+    def ingest(
+        self,
+        records: Sequence[IngestRecord],
+        *,
+        batch_size: int | None = None,
+        strict: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> IngestReport:
+        """Embed and store records in batches.
+
+        Args:
+            records: images with their metadata.
+            batch_size: records per batch (one SQL transaction + one index save); default
+                ``settings.batch_size``.
+            strict: raise on the first unreadable record instead of reporting it (the HTTP route uses
+                this, so a request is all-or-nothing).
+            progress: called with the number of records finished after each batch.
+
+        Returns:
+            One outcome per record, in input order.
+
+        Raises:
+            InvalidInputError, UnsupportedMediaTypeError, PayloadTooLargeError: with ``strict``, the
+                first bad record (nothing of that batch is written).
+            Exception: an embedder or storage failure; earlier batches stay committed, the failing one
+                is rolled back.
+        """
+        size = batch_size or self._ctx.settings.batch_size
+        if size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {size}")
+        report = IngestReport()
+        for start in range(0, len(records), size):
+            batch = records[start : start + size]
+            report.extend(self._ingest_batch(batch, strict=strict))
+            if progress is not None:
+                progress(len(batch))
+        logger.info(
+            "ingest: %d added, %d duplicates, %d failed", report.added, report.duplicates, len(report.failed)
+        )
+        return report
+
+    def _prepare(
+        self, batch: Sequence[IngestRecord], *, strict: bool
+    ) -> tuple[list[_Prepared], dict[int, IngestOutcome]]:
+        settings = self._ctx.settings
+        prepared: list[_Prepared] = []
+        failed: dict[int, IngestOutcome] = {}
+        for position, record in enumerate(batch):
+            try:
+                data = record.read_bytes(max_bytes=settings.max_upload_bytes)
+                item = _new_item(record, sha256_hex(data))
+                image = decode(data, max_pixels=settings.max_image_pixels, source=record.source)
+            except (ServiceError, OSError) as exc:
+                if strict:
+                    raise
+                reason = exc.detail if isinstance(exc, ServiceError) else f"cannot read: {exc}"
+                logger.warning("skipping %s", reason)
+                failed[position] = IngestOutcome(record.source, "failed", reason=reason)
+                continue
+            prepared.append(_Prepared(position, record, item, image))
+        return prepared, failed
+
+    def _ingest_batch(self, batch: Sequence[IngestRecord], *, strict: bool) -> list[IngestOutcome]:
+        prepared, outcomes = self._prepare(batch, strict=strict)
+        with self._ctx.lock:
+            self._ctx.refresh()
+            outcomes.update(self._store(prepared))
+        return [outcomes[i] for i in range(len(batch))]
+
+    def _store(self, prepared: list[_Prepared]) -> dict[int, IngestOutcome]:
+        """Write one batch; caller holds the lock."""
+        ctx = self._ctx
+        outcomes: dict[int, IngestOutcome] = {}
+        added: dict[Modality, np.ndarray] = {}
+        with ctx.session() as session:
+            try:
+                for modality in MODALITIES:
+                    group = [p for p in prepared if p.record.modality == modality]
+                    if group:
+                        new_ids = self._store_group(session, group, modality=modality, outcomes=outcomes)
+                        if new_ids.size:
+                            added[modality] = new_ids
+                session.commit()
+            except BaseException:
+                for modality, ids in added.items():
+                    ctx.index(modality).remove(ids)
+                raise
+        for modality in added:
+            ctx.save(modality)
+        return outcomes
+
+    def _store_group(
+        self,
+        session: Session,
+        group: list[_Prepared],
+        *,
+        modality: Modality,
+        outcomes: dict[int, IngestOutcome],
+    ) -> np.ndarray:
+        ctx, repo = self._ctx, self._ctx.repository
+        existing = _existing_ids(
+            session,
+            sha256s=sorted({p.sha256 for p in group}),
+            model_version=ctx.model_version,
+            modality=modality,
+        )
+        first: dict[str, _Prepared] = {}
+        for p in group:
+            if p.sha256 in existing:
+                outcomes[p.position] = IngestOutcome(p.record.source, "duplicate", id=existing[p.sha256])
+            elif p.sha256 not in first:
+                first[p.sha256] = p
+        new = list(first.values())
+        if not new:
+            return np.empty(0, dtype=np.int64)
+        vectors = np.ascontiguousarray(ctx.embedder.embed([p.image for p in new], modality), dtype=np.float32)
+        ids = np.asarray(
+            repo.add_items(
+                session=session, items=[p.item for p in new], vectors=vectors, model_version=ctx.model_version
+            ),
+            dtype=np.int64,
+        )
+        ctx.index(modality).add(ids, vectors)
+        id_of = {p.sha256: int(i) for p, i in zip(new, ids, strict=True)}
+        for p in group:
+            if p.position not in outcomes:
+                is_first = first[p.sha256] is p
+                status: Status = "added" if is_first else "duplicate"
+                outcomes[p.position] = IngestOutcome(p.record.source, status, id=id_of[p.sha256])
+        return ids
+
+    def get(self, item_id: int) -> Any:
+        """The stored item row.
+
+        Raises:
+            NotFoundError: no item with this id.
+        """
+        with self._ctx.session() as session:
+            item = self._ctx.repository.get(session=session, id=item_id)
+            if item is None:
+                raise NotFoundError(f"gallery item {item_id} not found")
+            session.expunge(item)
+            return item
+
+    def delete(self, item_id: int) -> None:
+        """Delete an item from SQL and from its index, then save the index.
+
+        Raises:
+            NotFoundError: no item with this id.
+        """
+        ctx = self._ctx
+        with ctx.lock:
+            ctx.refresh()
+            with ctx.session() as session:
+                item = ctx.repository.get(session=session, id=item_id)
+                if item is None:
+                    raise NotFoundError(f"gallery item {item_id} not found")
+                modality, version = item.modality, item.model_version
+                ctx.repository.delete(session=session, id=item_id)
+                session.commit()
+            if version == ctx.model_version:
+                ctx.index(modality).remove(np.asarray([item_id], dtype=np.int64))
+                ctx.save(modality)
+
+    def stats(self) -> GalleryStatsResult:
+        """Counts per (camera, modality) of the items embedded by the loaded model."""
+        with self._ctx.session() as session:
+            rows = self._ctx.repository.stats(session=session, model_version=self._ctx.model_version)
+        return GalleryStatsResult(self._ctx.model_version, _stats_rows(rows))
+
+
+def _stats_rows(rows: Mapping[tuple[str, str], int]) -> list[tuple[str, str, int]]:
+    return sorted((str(camera), str(modality), int(count)) for (camera, modality), count in rows.items())
+
+
+def _existing_ids(
+    session: Session, *, sha256s: Sequence[str], model_version: str, modality: str
+) -> dict[str, int]:
+    """Ids of the items already stored with these digests for (model version, modality).
+
+    ``GalleryRepository.find_existing_sha256`` gives only the digests; the route must return the stored
+    id of a duplicate, so this asks for the ids too (chunked ``IN`` like the repository).
+    """
+    from sqlalchemy import select
+
+    from vireid.index import GalleryItem
+
+    found: dict[str, int] = {}
+    for start in range(0, len(sha256s), _IN_CHUNK):
+        stmt = select(GalleryItem.sha256, GalleryItem.id).where(
+            GalleryItem.model_version == model_version,
+            GalleryItem.modality == modality,
+            GalleryItem.sha256.in_(sha256s[start : start + _IN_CHUNK]),
+        )
+        found.update((str(digest), int(item_id)) for digest, item_id in session.execute(stmt))
+    return found
+
+
+def _new_item(record: IngestRecord, sha256: str) -> NewItem:
+    """The repository's item for a record.
+
+    Raises:
+        InvalidInputError: metadata the repository refuses (camera over 64 characters, ...).
+    """
+    from vireid.index import NewItem
+
+    try:
+        return NewItem(
+            camera=record.camera,
+            modality=record.modality,
+            captured_at=as_utc(record.captured_at),
+            track_id=record.track_id,
+            source=record.source,
+            sha256=sha256,
+        )
+    except ValueError as exc:
+        raise InvalidInputError(f"{record.source}: {exc}") from exc

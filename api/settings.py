@@ -1,0 +1,76 @@
+"""Service settings from ``VIREID_*`` environment variables (house-style §10, architecture Contract 6)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["MODALITIES", "Modality", "Settings", "get_settings"]
+
+Modality = Literal["visible", "infrared"]
+MODALITIES: tuple[Modality, Modality] = ("visible", "infrared")
+
+_MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Settings shared by the HTTP service and the ``ingest`` / ``search`` / ``serve`` commands.
+
+    Every field can be set through the environment with the ``VIREID_`` prefix (``VIREID_DATA_DIR``,
+    ``VIREID_API_KEY``, ...) or passed as a keyword argument, which wins over the environment.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="VIREID_", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(default=Path("./vireid-data"), description="Gallery database, indexes, model.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default sqlite:///<data_dir>/gallery.db."
+    )
+    model_dir: Path | None = Field(
+        default=None, description="Exported model (manifest.json + ONNX); default <data_dir>/model."
+    )
+    api_key: SecretStr | None = Field(
+        default=None, description="When set, required as X-API-Key on mutating routes."
+    )
+    max_upload_bytes: int = Field(default=10 * _MIB, gt=0, description="Largest request body, in bytes.")
+    max_image_pixels: int = Field(
+        default=40_000_000, gt=0, description="Largest decoded image (width × height); bigger is refused."
+    )
+    max_files_per_request: int = Field(default=64, gt=0, description="Most images in one POST /gallery.")
+    index_factory: str = Field(default="IDMap2,Flat", description="FAISS index factory string.")
+    backend: Literal["auto", "onnxruntime", "tensorrt"] = Field(default="auto", description="Embedder.")
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Embedder device.")
+    batch_size: int = Field(default=32, gt=0, description="Images embedded and committed per ingest batch.")
+
+    @field_validator("api_key", "database_url", "model_dir", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        """An empty variable (``VIREID_API_KEY=``) means "not set", as compose files often pass one."""
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to an SQLite file in the data directory."""
+        if self.database_url:
+            return self.database_url
+        from vireid.index import default_database_url
+
+        return str(default_database_url(self.data_dir))
+
+    @property
+    def resolved_model_dir(self) -> Path:
+        """The model directory, defaulting to ``<data_dir>/model``."""
+        return self.model_dir if self.model_dir is not None else self.data_dir / "model"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (FastAPI dependency; override it in tests or pass settings to
+    ``create_app``)."""
+    return Settings()

@@ -1,0 +1,176 @@
+"""`vireid ingest`, `vireid search`, `vireid serve` end to end on generated data (fake embedder)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from api_testkit import FakeEmbedder, image_bytes, make_sysu
+
+from vireid.cli import main
+
+
+@pytest.fixture(autouse=True)
+def fake_model(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Replace the runtime loader: every command gets a fake embedder; the call arguments are kept."""
+    calls: list[dict[str, Any]] = []
+
+    def load(model_dir: Path, **kwargs: Any) -> FakeEmbedder:
+        calls.append({"model_dir": model_dir, **kwargs})
+        return FakeEmbedder()
+
+    monkeypatch.setattr("vireid.serving.runtime.load_embedder", load)
+    return calls
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    return code, capsys.readouterr().out
+
+
+def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any]]:
+    code, out = _run(capsys, *argv, "--json")
+    return code, json.loads(out)
+
+
+def test_ingest_folder_with_duplicate_and_corrupt_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fake_model: list[dict[str, Any]]
+) -> None:
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    for n in range(4):
+        (crops / f"{n}.jpg").write_bytes(image_bytes(n))
+    (crops / "copy-of-0.jpg").write_bytes(image_bytes(0))
+    (crops / "broken.jpg").write_bytes(image_bytes(9)[:120])
+    (crops / "anim.gif").write_bytes(b"GIF89a" + b"\x00" * 20)
+    data = tmp_path / "data"
+    common = ("--data-dir", str(data), "--no-progress", "--batch-size", "2")
+    code, report = _json(capsys, "ingest", str(crops), "--camera", "gate", "--modality", "visible", *common)
+    assert code == 1  # some files failed
+    assert report["added"] == 4 and report["skipped_duplicate"] == 1 and report["failed"] == 2
+    assert {Path(f["source"]).name for f in report["failures"]} == {"broken.jpg", "anim.gif"}
+    assert fake_model[0]["model_dir"] == data / "model" and fake_model[0]["batch_size"] == 2
+    # a second run adds nothing
+    code, again = _json(capsys, "ingest", str(crops), "--camera", "gate", "--modality", "visible", *common)
+    assert again["added"] == 0 and again["skipped_duplicate"] == 5
+    # the text summary
+    code, out = _run(capsys, "ingest", str(crops), "--camera", "gate", "--modality", "visible", *common)
+    assert out.startswith("added 0, skipped-duplicate 5, failed 2")
+    assert "broken.jpg" in out
+
+
+def test_ingest_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a.jpg").write_bytes(image_bytes(1))
+    (tmp_path / "b.png").write_bytes(image_bytes(2, fmt="PNG"))
+    (tmp_path / "bad.jpg").write_text("not an image")
+    listing = tmp_path / "list.csv"
+    listing.write_text(
+        "path,camera,modality,captured_at,track_id\n"
+        "a.jpg,lobby,visible,2024-06-01T08:00:00Z,7\n"
+        "b.png,yard,infrared,,\n"
+        "a.jpg,lobby,visible,,\n"
+        "bad.jpg,lobby,visible,,\n"
+        "nofile.jpg,lobby,visible,,\n"
+    )
+    data = tmp_path / "data"
+    code, report = _json(capsys, "ingest", str(listing), "--data-dir", str(data), "--no-progress")
+    assert code == 1
+    assert (report["added"], report["skipped_duplicate"], report["failed"]) == (2, 1, 2)
+    code, hits = _json(
+        capsys, "search", str(tmp_path / "a.jpg"), "--data-dir", str(data), "--modality", "infrared"
+    )
+    assert code == 0
+    assert hits["matches"][0]["camera"] == "lobby" and hits["matches"][0]["track_id"] == "7"
+    assert hits["matches"][0]["captured_at"].startswith("2024-06-01T08:00:00")
+    code, ir = _json(
+        capsys, "search", str(tmp_path / "b.png"), "--data-dir", str(data), "--modality", "visible"
+    )
+    assert [m["camera"] for m in ir["matches"]] == ["yard"]
+
+
+def test_ingest_sysu_layout_then_search(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "SYSU-MM01"
+    make_sysu(root)
+    (root / "cam1" / "0004" / "0002.jpg").write_bytes(image_bytes(104))  # duplicate of cam1/0004/0001
+    (root / "cam3" / "0005" / "0002.jpg").write_bytes(b"\xff\xd8\xff broken")
+    data = tmp_path / "data"
+    args = ("--data-dir", str(data), "--no-progress")
+    code, report = _json(capsys, "ingest", str(root), "--layout", "sysu-mm01", "--split", "test", *args)
+    assert code == 1
+    assert (report["added"], report["skipped_duplicate"], report["failed"]) == (12, 1, 1)
+    code, rgb_only = _json(
+        capsys,
+        "ingest",
+        str(root),
+        "--layout",
+        "sysu-mm01",
+        "--split",
+        "train",
+        "--cameras",
+        "1,2,4,5",
+        *args,
+    )
+    assert code == 0 and rgb_only["added"] == 8
+    # infrared query of identity 4 (cam3) → visible gallery; the ids of both ingests are searchable
+    query = root / "cam3" / "0004" / "0001.jpg"
+    code, out = _run(capsys, "search", str(query), "-k", "3", "--cameras", "cam1,cam2", *args[:2])
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("model fake fake0001: infrared -> visible, 3 matches")
+    assert lines[1].split() == [
+        "rank",
+        "score",
+        "id",
+        "camera",
+        "modality",
+        "captured_at",
+        "track_id",
+        "source",
+    ]
+    assert len(lines) == 5 and all(line.split()[3] in {"cam1", "cam2"} for line in lines[2:])
+    code, stats_hits = _json(
+        capsys, "search", str(query), "-k", "1000", "--target-modality", "visible", *args[:2]
+    )
+    assert len(stats_hits["matches"]) == 8 + 8  # test: 2 ids × 4 RGB cams; train: 2 ids × 4 RGB cams
+
+
+def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "crops").mkdir()
+    (tmp_path / "crops" / "a.jpg").write_bytes(image_bytes(1))
+    assert main(["ingest", str(tmp_path / "crops"), "--data-dir", str(tmp_path / "d")]) == 2  # no camera
+    assert main(["search", str(tmp_path / "missing.jpg"), "--data-dir", str(tmp_path / "d")]) == 2
+    assert (
+        main(["search", str(tmp_path / "crops" / "a.jpg"), "-k", "0", "--data-dir", str(tmp_path / "d")]) == 2
+    )
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert (
+        main(
+            [
+                "ingest",
+                str(empty),
+                "--camera",
+                "c",
+                "--modality",
+                "visible",
+                "--data-dir",
+                str(tmp_path / "d"),
+            ]
+        )
+        == 2
+    )
+
+
+def test_serve_runs_uvicorn_with_the_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, Any] = {}
+
+    def fake_run(app: Any, **kwargs: Any) -> None:
+        seen["app"], seen["kwargs"] = app, kwargs
+
+    monkeypatch.setattr("uvicorn.run", fake_run)
+    assert main(["serve", "--host", "0.0.0.0", "--port", "8123", "--data-dir", str(tmp_path)]) == 0
+    assert seen["kwargs"]["host"] == "0.0.0.0" and seen["kwargs"]["port"] == 8123
+    assert seen["app"].state.settings.data_dir == tmp_path
+    assert main(["serve", "--port", "70000"]) == 2

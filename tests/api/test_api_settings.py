@@ -1,0 +1,49 @@
+"""Settings: defaults, environment, blank values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from vireid.api import Settings
+
+
+def test_defaults() -> None:
+    s = Settings()
+    assert s.data_dir == Path("./vireid-data")
+    assert s.max_upload_bytes == 10 * 1024 * 1024
+    assert s.max_image_pixels == 40_000_000
+    assert s.index_factory == "IDMap2,Flat"
+    assert s.api_key is None
+    assert s.resolved_model_dir == Path("./vireid-data/model")
+    assert s.resolved_database_url.startswith("sqlite:///") and s.resolved_database_url.endswith("gallery.db")
+
+
+def test_environment_and_keyword_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("VIREID_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("VIREID_DATABASE_URL", "postgresql+psycopg://u@h/db")
+    monkeypatch.setenv("VIREID_API_KEY", "hunter2-secret")
+    monkeypatch.setenv("VIREID_BATCH_SIZE", "7")
+    s = Settings()
+    assert s.data_dir == tmp_path and s.batch_size == 7
+    assert s.resolved_database_url == "postgresql+psycopg://u@h/db"
+    assert s.api_key is not None and s.api_key.get_secret_value() == "hunter2-secret"
+    assert "hunter2" not in repr(s)
+    assert Settings(batch_size=3).batch_size == 3
+
+
+def test_blank_variables_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIREID_API_KEY", "")
+    monkeypatch.setenv("VIREID_DATABASE_URL", " ")
+    s = Settings()
+    assert s.api_key is None and s.database_url is None
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"max_upload_bytes": 0}, {"batch_size": 0}, {"device": "tpu"}, {"backend": "tf"}]
+)
+def test_invalid_values(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        Settings(**kwargs)  # type: ignore[arg-type]
