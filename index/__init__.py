@@ -1,1 +1,56 @@
-"""Gallery index: FAISS vector indexes and SQL metadata."""
+"""Gallery index: FAISS vector indexes and SQL metadata (architecture.md contract 5).
+
+Imports only numpy, faiss, sqlalchemy and alembic: never torch or another vireid package.
+"""
+
+from vireid.index._db import (
+    DATABASE_FILENAME,
+    alembic_config,
+    default_database_url,
+    downgrade_database,
+    make_engine,
+    make_sessionmaker,
+    normalize_url,
+    upgrade_database,
+)
+from vireid.index._faiss_index import DEFAULT_FACTORY, FaissGalleryIndex
+from vireid.index._manifest import MANIFEST_FORMAT_VERSION, IndexManifest
+from vireid.index._models import Base, Embedding, GalleryItem, UTCDateTime, decode_vector, encode_vector
+from vireid.index._numpy_index import NumpyGalleryIndex
+from vireid.index._protocol import CorruptIndexError, GalleryIndex
+from vireid.index._repository import DuplicateItemError, GalleryRepository, NewItem
+from vireid.index._store import INDEXES_DIRNAME, IndexStore, SharedIndex
+from vireid.index._validation import METRICS, MODALITIES, ids_digest
+
+__all__ = [
+    "DATABASE_FILENAME",
+    "DEFAULT_FACTORY",
+    "INDEXES_DIRNAME",
+    "MANIFEST_FORMAT_VERSION",
+    "METRICS",
+    "MODALITIES",
+    "Base",
+    "CorruptIndexError",
+    "DuplicateItemError",
+    "Embedding",
+    "FaissGalleryIndex",
+    "GalleryIndex",
+    "GalleryItem",
+    "GalleryRepository",
+    "IndexManifest",
+    "IndexStore",
+    "NewItem",
+    "NumpyGalleryIndex",
+    "SharedIndex",
+    "UTCDateTime",
+    "alembic_config",
+    "decode_vector",
+    "default_database_url",
+    "downgrade_database",
+    "encode_vector",
+    "ids_digest",
+    "make_engine",
+    "make_sessionmaker",
+    "normalize_url",
+    "upgrade_database",
+]

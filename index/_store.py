@@ -1,0 +1,475 @@
+"""One FAISS index per (model version, modality), saved crash-safely and checked against SQL."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Final, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy.orm import Session
+
+from vireid.index._atomic import atomic_write_bytes
+from vireid.index._faiss_index import DEFAULT_FACTORY, FaissGalleryIndex
+from vireid.index._manifest import MANIFEST_FORMAT_VERSION, IndexManifest
+from vireid.index._protocol import CorruptIndexError
+from vireid.index._repository import GalleryRepository
+from vireid.index._validation import check_metric, check_modality, check_model_version, ids_digest
+
+logger = logging.getLogger(__name__)
+
+#: Folder under the data directory that holds ``<model_version>/<modality>.faiss`` + ``.json``.
+INDEXES_DIRNAME: Final = "indexes"
+# A reader may meet an index file and a manifest from two different saves; it retries this often.
+_READ_ATTEMPTS: Final = 3
+_READ_RETRY_DELAY_S: Final = 0.05
+
+IndexKey = tuple[str, str]
+
+
+class _DiskState(NamedTuple):
+    """What the store last saw on disk for one index: manifest stat and index digest."""
+
+    mtime_ns: int
+    size: int
+    index_sha256: str
+
+
+class SharedIndex:
+    """A :class:`FaissGalleryIndex` behind an ``RLock``, shared by threads of one process.
+
+    Every call takes the lock, so searches never see a half-applied add or remove. The wrapped index
+    can be swapped (reload or rebuild) while callers keep this object.
+
+    Args:
+        index: the index to share.
+        model_version: model version it belongs to.
+        modality: modality it belongs to.
+    """
+
+    def __init__(self, index: FaissGalleryIndex, *, model_version: str, modality: str) -> None:
+        self.lock = threading.RLock()
+        self.model_version = model_version
+        self.modality = modality
+        self._index = index
+        self._generation = 0
+        self._saved_generation = 0
+
+    @property
+    def dim(self) -> int:
+        """Embedding width ``D``."""
+        return self._index.dim
+
+    @property
+    def metric(self) -> str:
+        """``"ip"`` or ``"l2"``."""
+        return self._index.metric
+
+    @property
+    def dirty(self) -> bool:
+        """True when the index changed since it was loaded or saved."""
+        with self.lock:
+            return self._generation != self._saved_generation
+
+    def __len__(self) -> int:
+        with self.lock:
+            return len(self._index)
+
+    def __repr__(self) -> str:
+        return f"SharedIndex({self.model_version!r}, {self.modality!r}, {self._index!r})"
+
+    def ids(self) -> npt.NDArray[np.int64]:
+        """``(N,)`` int64 ids, ascending."""
+        with self.lock:
+            return self._index.ids()
+
+    def add(self, ids: npt.ArrayLike, vectors: npt.NDArray[np.float32]) -> None:
+        """Add ``(N,)`` ids and ``(N, D)`` float32 vectors; see :meth:`FaissGalleryIndex.add`."""
+        with self.lock:
+            self._index.add(ids, vectors)
+            self._generation += 1
+
+    def remove(self, ids: npt.ArrayLike) -> int:
+        """Remove ``(M,)`` ids; returns how many were removed."""
+        with self.lock:
+            removed = self._index.remove(ids)
+            self._generation += int(removed > 0)
+            return removed
+
+    def search(
+        self,
+        vectors: npt.NDArray[np.float32],
+        k: int,
+        *,
+        allowed_ids: npt.ArrayLike | None = None,
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """``(scores (Q, k) float32, ids (Q, k) int64)``; see :meth:`FaissGalleryIndex.search`."""
+        with self.lock:
+            return self._index.search(vectors, k, allowed_ids=allowed_ids)
+
+    def _snapshot(self) -> tuple[bytes, npt.NDArray[np.int64], int]:
+        with self.lock:
+            return self._index.serialize(), self._index.ids(), self._generation
+
+    def _mark_saved(self, generation: int) -> None:
+        with self.lock:
+            self._saved_generation = generation
+
+    def _replace(self, index: FaissGalleryIndex, *, dirty: bool) -> None:
+        with self.lock:
+            self._index = index
+            self._generation += 1
+            if not dirty:
+                self._saved_generation = self._generation
+
+
+class IndexStore:
+    """The gallery indexes of one data directory, one per ``(model_version, modality)``.
+
+    Files: ``<data_dir>/indexes/<model_version>/<modality>.faiss`` and ``<modality>.json`` (an
+    :class:`IndexManifest`). Saving writes both through temp files and ``os.replace`` (index first,
+    manifest last, both fsynced), so a crash leaves either the old pair or a pair whose manifest does
+    not match the index file, which :meth:`load_or_rebuild` detects and repairs from SQL. SQL is the
+    source of truth: a service starts with :meth:`load_or_rebuild`, writes rows and index entries in
+    the same unit of work, commits, then calls :meth:`save`.
+
+    Args:
+        data_dir: service data directory.
+        factory: FAISS factory string for new indexes (must start with ``IDMap``).
+        metric: ``"ip"`` or ``"l2"``.
+
+    Raises:
+        ValueError: on a bad factory or metric.
+    """
+
+    def __init__(self, data_dir: str | Path, *, factory: str = DEFAULT_FACTORY, metric: str = "ip") -> None:
+        self._root = Path(data_dir).expanduser().resolve() / INDEXES_DIRNAME
+        self._factory = factory
+        self._metric = check_metric(metric)
+        if not isinstance(factory, str) or not factory.startswith("IDMap"):
+            raise ValueError(f"factory must start with 'IDMap' or 'IDMap2', got {factory!r}")
+        self._lock = threading.RLock()
+        self._indexes: dict[IndexKey, SharedIndex] = {}
+        self._save_locks: dict[IndexKey, threading.Lock] = {}
+        self._disk: dict[IndexKey, _DiskState] = {}
+
+    @property
+    def root(self) -> Path:
+        """The ``indexes`` folder."""
+        return self._root
+
+    @property
+    def factory(self) -> str:
+        """Factory string of new indexes."""
+        return self._factory
+
+    def paths(self, model_version: str, modality: str) -> tuple[Path, Path]:
+        """``(index file, manifest file)`` of one index.
+
+        Raises:
+            ValueError: on a model version that is not a safe path component or a bad modality.
+        """
+        folder = self._root / check_model_version(model_version)
+        name = check_modality(modality)
+        return folder / f"{name}.faiss", folder / f"{name}.json"
+
+    def loaded(self) -> list[IndexKey]:
+        """Keys of the indexes held in memory."""
+        with self._lock:
+            return sorted(self._indexes)
+
+    def get(self, model_version: str, modality: str, *, dim: int) -> SharedIndex:
+        """The in-memory index, loading it from disk (checked against its manifest) or creating it.
+
+        No SQL check happens here; use :meth:`load_or_rebuild` at start-up.
+
+        Raises:
+            ValueError: if the index exists with another ``dim``.
+            FileNotFoundError: if only one of the index file and its manifest exists.
+            CorruptIndexError: if files exist but are unreadable or disagree with their manifest.
+        """
+        key = (model_version, modality)
+        index_path, manifest_path = self.paths(model_version, modality)
+        with self._lock:
+            shared = self._indexes.get(key)
+            if shared is None:
+                if index_path.exists() or manifest_path.exists():
+                    index, state = self._read_checked(model_version, modality, dim=dim)
+                else:
+                    index, state = self._new_index(dim), None
+                shared = self._install(key, index, state=state, dirty=False)
+        if shared.dim != dim:
+            raise ValueError(f"index {model_version}/{modality} has dim {shared.dim}, asked for {dim}")
+        return shared
+
+    def load_or_rebuild(
+        self,
+        model_version: str,
+        modality: str,
+        *,
+        dim: int,
+        session: Session,
+        repository: GalleryRepository,
+    ) -> SharedIndex:
+        """Load an index if its files match their manifest, ``dim``, the factory and SQL; else rebuild.
+
+        The SQL check compares the count and :func:`ids_digest` of the stored ids of ``(model_version,
+        modality)`` with the manifest. A rebuild reads the stored embeddings and saves the new index;
+        the reason is logged.
+
+        Raises:
+            ValueError: if stored embeddings do not have width ``dim``.
+        """
+        key = (model_version, modality)
+        self.paths(model_version, modality)
+        try:
+            index, state = self._read_checked(model_version, modality, dim=dim)
+            sql_ids = repository.list_ids(session=session, model_version=model_version, modality=modality)
+            if not np.array_equal(sql_ids, index.ids()):
+                raise CorruptIndexError(
+                    f"index holds {len(index)} ids, SQL has {sql_ids.size} (ids digest differs)"
+                )
+        except FileNotFoundError as exc:
+            logger.info("no saved index for %s/%s (%s); building it from SQL", *key, exc)
+        except CorruptIndexError as exc:
+            logger.warning("rebuilding index %s/%s from SQL: %s", *key, exc)
+        else:
+            with self._lock:
+                return self._install(key, index, state=state, dirty=False)
+        return self.rebuild(model_version, modality, dim=dim, session=session, repository=repository)
+
+    def rebuild(
+        self,
+        model_version: str,
+        modality: str,
+        *,
+        dim: int,
+        session: Session,
+        repository: GalleryRepository,
+    ) -> SharedIndex:
+        """Build the index from the embeddings stored in SQL, install it and save it.
+
+        Writers of this index should pause meanwhile: rows committed during the rebuild may be missed
+        until the next :meth:`load_or_rebuild`.
+
+        Raises:
+            ValueError: if stored embeddings do not have width ``dim``.
+        """
+        key = (model_version, modality)
+        self.paths(model_version, modality)
+        index = self._new_index(dim)
+        batches = repository.iter_embeddings(session=session, model_version=model_version, modality=modality)
+        if not index.faiss_index.is_trained:
+            batches = iter([_concat(list(batches), dim=dim)])
+        for ids, vectors in batches:
+            if vectors.shape[1] != dim:
+                raise ValueError(
+                    f"stored embeddings of {model_version}/{modality} have dim {vectors.shape[1]}, "
+                    f"expected {dim}"
+                )
+            if ids.size:
+                index.add(ids, vectors)
+        logger.info("rebuilt index %s/%s from SQL: %d vectors", *key, len(index))
+        with self._lock:
+            shared = self._install(key, index, state=None, dirty=True)
+        self.save(model_version, modality)
+        return shared
+
+    def save(self, model_version: str, modality: str) -> Path:
+        """Write one loaded index and then its manifest, each atomically. Returns the index path.
+
+        Raises:
+            KeyError: if the index is not loaded.
+        """
+        key = (model_version, modality)
+        index_path, manifest_path = self.paths(model_version, modality)
+        with self._lock:
+            shared = self._indexes[key]
+            save_lock = self._save_locks.setdefault(key, threading.Lock())
+        with save_lock:
+            data, ids, generation = shared._snapshot()
+            manifest = self._manifest_for(shared, data=data, ids=ids)
+            atomic_write_bytes(index_path, data)
+            atomic_write_bytes(manifest_path, manifest.to_json().encode())
+            shared._mark_saved(generation)
+            stat = manifest_path.stat()
+            with self._lock:
+                self._disk[key] = _DiskState(stat.st_mtime_ns, stat.st_size, manifest.index_sha256)
+        logger.info("saved index %s/%s: %d vectors to %s", *key, manifest.count, index_path)
+        return index_path
+
+    def save_all(self, *, only_dirty: bool = True) -> list[Path]:
+        """Save every loaded index (by default only those changed since load or save)."""
+        with self._lock:
+            items = list(self._indexes.items())
+        return [self.save(*key) for key, shared in items if shared.dirty or not only_dirty]
+
+    def reload_if_changed(
+        self, *, session: Session | None = None, repository: GalleryRepository | None = None
+    ) -> list[IndexKey]:
+        """Pick up indexes that another process (e.g. ``vireid ingest``) saved since we loaded them.
+
+        A changed manifest (mtime or size, then index digest) triggers a reload. With ``session`` and
+        ``repository`` the reload goes through :meth:`load_or_rebuild`, so the result matches SQL even
+        when this process holds unsaved changes. Without them the file is loaded as is, unless this
+        process holds unsaved changes, which are kept (a warning is logged).
+
+        Returns:
+            Keys of the indexes that were replaced.
+        """
+        reloaded: list[IndexKey] = []
+        with self._lock:
+            items = list(self._indexes.items())
+        for key, shared in items:
+            if not self._changed_on_disk(key):
+                continue
+            if session is not None and repository is not None:
+                self.load_or_rebuild(*key, dim=shared.dim, session=session, repository=repository)
+            elif shared.dirty:
+                logger.warning("index %s/%s changed on disk but has unsaved changes here; kept", *key)
+                continue
+            else:
+                try:
+                    index, state = self._read_checked(*key, dim=shared.dim)
+                except (FileNotFoundError, CorruptIndexError) as exc:
+                    logger.warning("index %s/%s changed on disk but cannot be read: %s", *key, exc)
+                    continue
+                with self._lock:
+                    self._install(key, index, state=state, dirty=False)
+            logger.info("reloaded index %s/%s changed by another process", *key)
+            reloaded.append(key)
+        return reloaded
+
+    def _changed_on_disk(self, key: IndexKey) -> bool:
+        _, manifest_path = self.paths(*key)
+        try:
+            stat = manifest_path.stat()
+            known = self._disk.get(key)
+            if known is not None and (stat.st_mtime_ns, stat.st_size) == known[:2]:
+                return False
+            manifest = IndexManifest.read(manifest_path)
+        except (FileNotFoundError, CorruptIndexError):
+            return False
+        if known is not None and manifest.index_sha256 == known.index_sha256:
+            with self._lock:
+                self._disk[key] = _DiskState(stat.st_mtime_ns, stat.st_size, known.index_sha256)
+            return False
+        return True
+
+    def _new_index(self, dim: int) -> FaissGalleryIndex:
+        return FaissGalleryIndex(dim, factory=self._factory, metric=self._metric)
+
+    def _install(
+        self, key: IndexKey, index: FaissGalleryIndex, *, state: _DiskState | None, dirty: bool
+    ) -> SharedIndex:
+        """Put ``index`` in memory under ``key`` (swapping it into an existing handle). Hold ``_lock``."""
+        shared = self._indexes.get(key)
+        if shared is None:
+            shared = SharedIndex(index, model_version=key[0], modality=key[1])
+            if dirty:
+                shared._replace(index, dirty=True)
+            self._indexes[key] = shared
+        else:
+            shared._replace(index, dirty=dirty)
+        if state is not None:
+            self._disk[key] = state
+        return shared
+
+    def _manifest_for(self, shared: SharedIndex, *, data: bytes, ids: npt.NDArray[np.int64]) -> IndexManifest:
+        return IndexManifest(
+            format_version=MANIFEST_FORMAT_VERSION,
+            dim=shared.dim,
+            factory=self._factory,
+            metric=shared.metric,
+            model_version=shared.model_version,
+            modality=shared.modality,
+            count=int(ids.size),
+            ids_sha256=ids_digest(ids),
+            index_sha256=hashlib.sha256(data).hexdigest(),
+            index_bytes=len(data),
+            saved_at=datetime.now(timezone.utc).isoformat(),
+        )
+
+    def _read_checked(
+        self, model_version: str, modality: str, *, dim: int
+    ) -> tuple[FaissGalleryIndex, _DiskState]:
+        """Read an index and its manifest and check them against each other and this store.
+
+        Raises:
+            FileNotFoundError: if either file is missing.
+            CorruptIndexError: if they disagree (after :data:`_READ_ATTEMPTS` tries, in case a writer
+                was replacing them) or do not match ``dim``, the factory or the metric.
+        """
+        index_path, manifest_path = self.paths(model_version, modality)
+        error: CorruptIndexError | None = None
+        for attempt in range(_READ_ATTEMPTS):
+            if attempt:
+                time.sleep(_READ_RETRY_DELAY_S)
+            stat = manifest_path.stat()
+            manifest = IndexManifest.read(manifest_path)
+            data = index_path.read_bytes()
+            digest = hashlib.sha256(data).hexdigest()
+            if digest != manifest.index_sha256 or len(data) != manifest.index_bytes:
+                error = CorruptIndexError(
+                    f"{index_path}: {len(data)} bytes with digest {digest[:12]}, manifest says "
+                    f"{manifest.index_bytes} bytes with digest {manifest.index_sha256[:12]}"
+                )
+                continue
+            _check_manifest(
+                manifest,
+                model_version=model_version,
+                modality=modality,
+                dim=dim,
+                factory=self._factory,
+                metric=self._metric,
+            )
+            index = FaissGalleryIndex.deserialize(data, factory=manifest.factory)
+            _check_contents(index, manifest, dim=dim, source=index_path)
+            return index, _DiskState(stat.st_mtime_ns, stat.st_size, digest)
+        assert error is not None
+        raise error
+
+
+def _check_manifest(
+    manifest: IndexManifest, *, model_version: str, modality: str, dim: int, factory: str, metric: str
+) -> None:
+    """Raise :class:`CorruptIndexError` if a manifest is not the one expected."""
+    expected = {
+        "model_version": model_version,
+        "modality": modality,
+        "dim": dim,
+        "factory": factory,
+        "metric": metric,
+    }
+    wrong = {
+        name: (getattr(manifest, name), want)
+        for name, want in expected.items()
+        if getattr(manifest, name) != want
+    }
+    if wrong:
+        detail = ", ".join(f"{name} is {got!r}, expected {want!r}" for name, (got, want) in wrong.items())
+        raise CorruptIndexError(f"index manifest of {model_version}/{modality} does not match: {detail}")
+
+
+def _check_contents(index: FaissGalleryIndex, manifest: IndexManifest, *, dim: int, source: Path) -> None:
+    """Raise :class:`CorruptIndexError` if a loaded index disagrees with its manifest."""
+    ids = index.ids()
+    if index.dim != dim or len(index) != manifest.count or ids_digest(ids) != manifest.ids_sha256:
+        raise CorruptIndexError(
+            f"{source}: holds {len(index)} vectors of dim {index.dim}, manifest says {manifest.count} "
+            f"of dim {manifest.dim} (or the ids differ)"
+        )
+
+
+def _concat(
+    batches: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]], *, dim: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """Join embedding batches (an index that needs training is trained on all of them at once)."""
+    if not batches:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, dim), dtype=np.float32)
+    return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
