@@ -207,7 +207,7 @@ def export_model(
     method: str,
     *,
     out_dir: str | Path,
-    variant: str = "full",
+    variant: str | None = None,
     checkpoint: str | Path | None = None,
     backbone_weights: str | Path | None = None,
     opset: int = 18,
@@ -230,7 +230,8 @@ def export_model(
     Args:
         method: ``"salcr"`` or ``"sdcl"``.
         out_dir: Model directory to create.
-        variant: ``"full"`` or ``"tiny"`` (must match the checkpoint's when one is given).
+        variant: ``"full"`` or ``"tiny"``; default: the checkpoint's variant, else ``"full"``. When
+            given together with a checkpoint it must match the checkpoint's.
         checkpoint: Training checkpoint (Contract 7); excludes ``backbone_weights``.
         backbone_weights: Pretrained backbone file passed to ``build_model(pretrained=...)``.
         opset: ONNX opset version.
@@ -251,7 +252,7 @@ def export_model(
     """
     if method not in EXPORT_METHODS:
         raise ValueError(f"method must be one of {EXPORT_METHODS}, got {method!r}")
-    if variant not in EXPORT_VARIANTS:
+    if variant is not None and variant not in EXPORT_VARIANTS:
         raise ValueError(f"variant must be one of {EXPORT_VARIANTS}, got {variant!r}")
     if checkpoint is not None and backbone_weights is not None:
         raise ValueError("give either checkpoint or backbone_weights, not both")
@@ -262,7 +263,9 @@ def export_model(
         raise FileExistsError(f"{out} already exists; pass overwrite=True (--force) to replace it")
     ckpt = Path(checkpoint) if checkpoint is not None else None
     weights = Path(backbone_weights) if backbone_weights is not None else None
-    model = _load_model(method, variant=variant, checkpoint=ckpt, backbone_weights=weights).eval()
+    model = _load_model(method, variant=variant or "full", checkpoint=ckpt, backbone_weights=weights).eval()
+    if variant is None:
+        variant = str(getattr(model, "default_cfg", {}).get("variant", "full"))
     cfg = _checked_cfg(model, method=method, variant=variant)
     if ckpt is None and weights is None:
         logger.warning(

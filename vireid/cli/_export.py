@@ -26,7 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     parser.add_argument("--method", required=True, choices=("salcr", "sdcl"), help="model family")
     parser.add_argument(
-        "--variant", default="full", choices=("full", "tiny"), help="model size (default: full)"
+        "--variant",
+        default=None,
+        choices=("full", "tiny"),
+        help="model size (default: the checkpoint's, else full)",
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--checkpoint", type=Path, help="training checkpoint (vireid train output)")
