@@ -1,0 +1,97 @@
+"""Config loading: YAML + dotted overrides, validation errors, resolved copy round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vireid.training.engine import (
+    ClusterConfig,
+    StageConfig,
+    TrainConfig,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    parse_overrides,
+    save_config,
+)
+from vireid.training.methods import BaselineConfig
+
+CONFIGS = Path(__file__).resolve().parents[3] / "configs"
+
+
+def _write(tmp_path: Path, tree: dict) -> Path:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def test_yaml_and_overrides(tmp_path) -> None:
+    path = _write(
+        tmp_path,
+        {
+            "method": "baseline",
+            "cluster": {"eps": 0.5},
+            "optim": {"lr": "3.5e-4", "milestones": [10]},  # YAML 1.1 reads 3.5e-4 as a string
+            "stages": [{"name": "one", "epochs": 2, "iters": 7}, {"name": "two", "epochs": 1}],
+        },
+    )
+    cfg = load_config(path, ["cluster.eps=0.3", "stages.1.iters=9", "data.root=/x", "optim.lr=1e-3"])
+    assert cfg.cluster == ClusterConfig(eps=0.3)
+    assert cfg.optim.lr == pytest.approx(1e-3) and cfg.optim.milestones == (10,)
+    assert cfg.stages == (StageConfig("one", 2, 7), StageConfig("two", 1, 9))
+    assert cfg.data.root == "/x" and cfg.total_epochs == 3
+
+
+def test_unknown_key_lists_valid_keys(tmp_path) -> None:
+    with pytest.raises(KeyError, match=r"cluster\.epsilon.*valid keys.*'eps', 'k1', 'k2', 'min_samples'"):
+        load_config(None, ["cluster.epsilon=0.5"])
+    with pytest.raises(KeyError, match=r"valid keys"):
+        load_config(_write(tmp_path, {"clusters": {}}))
+    with pytest.raises(KeyError, match=r"not an index"):
+        load_config(None, ["stages.5.epochs=2"])
+
+
+def test_type_and_value_errors(tmp_path) -> None:
+    with pytest.raises(TypeError, match=r"cluster.k1: expected int"):
+        load_config(None, ["cluster.k1=abc"])
+    with pytest.raises(TypeError, match=r"logging.progress: expected bool"):
+        load_config(None, ["logging.progress=3"])
+    with pytest.raises(TypeError, match=r"seed: expected int, got bool"):
+        load_config(None, ["seed=true"])
+    with pytest.raises(ValueError, match=r"optim.name"):
+        load_config(None, ["optim.name=rmsprop"])
+    with pytest.raises(ValueError, match=r"cluster.eps"):
+        load_config(None, ["cluster.eps=1.5"])
+    with pytest.raises(ValueError, match=r"data.root is required"):
+        load_config(None, ["data.dataset=sysu"])
+    with pytest.raises(ValueError, match=r"not of the form"):
+        parse_overrides(["cluster.eps"])
+    with pytest.raises(FileNotFoundError, match=r"nope.yaml"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_resolved_copy_round_trips(tmp_path) -> None:
+    cfg = load_config(None, ["memory.momentum=0.2", "method_options.num_instances=4", "stages.0.options.k=1"])
+    save_config(cfg, tmp_path / "config.yaml")
+    again = load_config(tmp_path / "config.yaml")
+    assert again == cfg
+    assert config_to_dict(again)["stages"][0]["options"] == {"k": 1}
+
+
+def test_method_options_validated_by_the_method() -> None:
+    assert config_from_dict(BaselineConfig, {"num_instances": 4}).num_instances == 4
+    with pytest.raises(KeyError, match=r"method_options\.instances.*num_instances"):
+        config_from_dict(BaselineConfig, {"instances": 4}, where="method_options")
+
+
+@pytest.mark.parametrize(
+    "name", ["baseline_synthetic.yaml", "baseline_sysu.yaml", "baseline_sysu_sample.yaml"]
+)
+def test_shipped_configs_are_valid(name) -> None:
+    overrides = [] if "synthetic" in name else ["data.root=somewhere"]
+    cfg = load_config(CONFIGS / name, overrides)
+    assert isinstance(cfg, TrainConfig) and cfg.method == "baseline"
+    config_from_dict(BaselineConfig, cfg.method_options)

@@ -1,0 +1,161 @@
+"""Trainer loop: stages, events, bit-exact resume, collapse guard, LR schedule (with an in-memory method)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from vireid.training.engine import (
+    Callback,
+    NonFiniteLossError,
+    OptimConfig,
+    Trainer,
+    load_checkpoint,
+    lr_factor,
+)
+
+
+def _assert_same_state(a: Trainer, b: Trainer) -> None:
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert torch.equal(sa[key], sb[key]), key
+    assert torch.equal(a.method.memory, b.method.memory)  # type: ignore[attr-defined]
+    oa, ob = a.optimizer.state_dict()["state"], b.optimizer.state_dict()["state"]
+    for key in oa:
+        for name in ("exp_avg", "exp_avg_sq"):
+            assert torch.equal(oa[key][name], ob[key][name])
+
+
+class Recorder(Callback):
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def before_train(self, trainer: Trainer) -> None:
+        self.events.append("before_train")
+
+    def before_epoch(self, trainer: Trainer) -> None:
+        assert trainer.labels is not None
+        self.events.append(f"before_epoch{trainer.state.epoch}")
+
+    def after_epoch(self, trainer: Trainer) -> None:
+        self.events.append(f"after_epoch{trainer.state.epoch}")
+
+    def after_step(self, trainer: Trainer, losses) -> None:  # type: ignore[no-untyped-def]
+        assert set(losses) == {"loss", "ce"}
+        self.events.append("step")
+
+    def after_train(self, trainer: Trainer) -> None:
+        self.events.append("after_train")
+
+
+def test_events_stages_and_history(tmp_path, fake_method, trainer_factory) -> None:
+    recorder = Recorder()
+    method = fake_method()
+    trainer = trainer_factory(method, run_dir=tmp_path, epochs=(1, 2), iters=3, callbacks=(recorder,))
+    state = trainer.fit()
+    assert state.epoch == 3 and state.global_step == 9
+    assert recorder.events[0] == "before_train" and recorder.events[-1] == "after_train"
+    assert recorder.events[1:6] == ["before_epoch0", "step", "step", "step", "after_epoch1"]
+    assert method.stage_starts == [0, 1]  # first epoch of each stage only
+    assert [row["stage"] for row in state.history] == ["s0", "s1", "s1"]
+    assert state.history[0]["clusters/visible"] == 4.0 and "loss/loss" in state.history[0]
+    ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert ckpt["epoch"] == 3 and ckpt["stage"] == "s1" and ckpt["format_version"] == 1
+    assert {"optimizer", "scheduler", "method_state", "rng", "trainer_state", "config"} <= set(ckpt)
+
+
+def test_killed_mid_epoch_resumes_to_identical_state(tmp_path, fake_method, trainer_factory, stop_at) -> None:
+    full = trainer_factory(fake_method(), run_dir=tmp_path / "full")
+    full.fit()
+
+    killed = trainer_factory(
+        fake_method(), run_dir=tmp_path / "killed", callbacks=(stop_at(epoch=2, step=3),)
+    )
+    with pytest.raises(KeyboardInterrupt):
+        killed.fit()
+    ckpt = load_checkpoint(tmp_path / "killed" / "checkpoints" / "last.pt")
+    assert ckpt["epoch"] == 2  # the interrupted epoch is not in the checkpoint
+
+    resumed = trainer_factory(fake_method(), run_dir=tmp_path / "killed")
+    torch.manual_seed(12345)  # a different process state must not matter
+    resumed.load_state(ckpt)
+    resumed.fit()
+    assert resumed.state.epoch == full.state.epoch == 4
+    assert resumed.state.global_step == full.state.global_step
+    _assert_same_state(full, resumed)
+
+
+def test_nonfinite_loss_reruns_epoch_with_higher_momentum(
+    tmp_path, fake_method, trainer_factory, caplog
+) -> None:
+    # NaN in epoch 0 unless the guard raised the memory momentum.
+    method = fake_method(nan_when=lambda epoch, step, m: epoch == 0 and step == 2 and m is None)
+    trainer = trainer_factory(method, run_dir=tmp_path)
+    with caplog.at_level(logging.WARNING):
+        state = trainer.fit()
+    assert state.epoch == 4
+    assert state.retries == {"0": 1}
+    assert state.overrides["0"] == {"momentum": 0.9, "lr_scale": 1.0}
+    assert method.seen_momenta[:3] == [(0, None), (0, 0.9), (1, None)]  # override only for the re-run epoch
+    assert state.global_step == 4 * 5  # the aborted steps were rolled back
+    assert any("re-running epoch 0" in r.getMessage() for r in caplog.records)
+
+
+def test_cluster_drop_rolls_back_previous_epoch_and_escalates(tmp_path, fake_method, trainer_factory) -> None:
+    # Epoch 0 "collapses" the model unless trained with momentum 0.99: epoch 1 then sees 1 cluster.
+    method = fake_method(clusters=lambda epoch, m: 1 if epoch == 1 and seen.get(0) != 0.99 else 8)
+    seen: dict[int, float | None] = {}
+    original_refresh = method.refresh
+
+    def refresh(ctx):  # type: ignore[no-untyped-def]
+        seen[ctx.epoch] = ctx.memory_momentum
+        return original_refresh(ctx)
+
+    method.refresh = refresh  # type: ignore[method-assign]
+    state = trainer_factory(method, run_dir=tmp_path).fit()
+    assert state.retries == {"0": 2}
+    assert state.overrides["0"]["momentum"] == 0.99
+    assert [h["epoch"] for h in state.history] == [0, 1, 2, 3]
+    assert all(h["clusters/visible"] == 8.0 for h in state.history)
+
+
+def test_unrecoverable_collapse_raises(tmp_path, fake_method, trainer_factory) -> None:
+    method = fake_method(nan_when=lambda epoch, step, m: epoch == 1)
+    with pytest.raises(RuntimeError, match=r"collapsed at epoch 1 after 3 re-runs"):
+        trainer_factory(method, run_dir=tmp_path).fit()
+    # lr scaled after the momenta ran out
+    trainer = trainer_factory(fake_method(nan_when=lambda e, s, m: e == 0), run_dir=tmp_path / "b")
+    with pytest.raises(RuntimeError):
+        trainer.fit()
+    assert trainer.state.overrides["0"] == {"momentum": 0.99, "lr_scale": pytest.approx(0.1)}
+
+
+def test_bad_first_labels_and_disabled_guard(tmp_path, fake_method, trainer_factory) -> None:
+    with pytest.raises(RuntimeError, match=r"cluster.eps"):
+        trainer_factory(fake_method(clusters=lambda e, m: 0), run_dir=tmp_path).fit()
+    method = fake_method(nan_when=lambda epoch, step, m: epoch == 1)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1 step 0"):
+        trainer_factory(method, run_dir=tmp_path / "b", guard=False).fit()
+
+
+def test_lr_schedule() -> None:
+    multi = OptimConfig(milestones=(2, 4), gamma=0.1)
+    assert [lr_factor(multi, e) for e in range(5)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
+    step = OptimConfig(name="sgd", schedule="step", step_size=2, gamma=0.5, warmup_epochs=2)
+    assert [lr_factor(step, e) for e in range(4)] == pytest.approx([0.5, 1.0, 0.5, 0.5])
+
+
+def test_lr_applied_per_epoch(tmp_path, fake_method, trainer_factory) -> None:
+    lrs = []
+
+    class Probe(Callback):
+        def before_step(self, trainer: Trainer) -> None:
+            if trainer.step_in_epoch == 0:
+                lrs.append(trainer.optimizer.param_groups[0]["lr"])
+
+    optim = OptimConfig(lr=1e-2, milestones=(1, 3))
+    trainer_factory(fake_method(), run_dir=tmp_path, callbacks=(Probe(),), optim=optim).fit()
+    assert lrs == pytest.approx([1e-2, 1e-3, 1e-3, 1e-4])

@@ -1,0 +1,320 @@
+"""Trainer callbacks: LR schedule, collapse guard, evaluation, logging (TensorBoard + progress bar),
+checkpointing (house-style §15). Use them in this order: ``LRSchedule``, ``CollapseGuard``,
+``Evaluation``, ``Logging``, ``Checkpoint`` (so the saved history holds the epoch's eval numbers).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from vireid.training.engine._checkpoint import atomic_torch_save
+from vireid.training.engine._config import CollapseConfig, LoggingConfig, OptimConfig
+from vireid.training.engine._dist import barrier
+from vireid.training.engine._trainer import Callback, NonFiniteLossError, RestartEpoch, Trainer
+
+__all__ = [
+    "Checkpoint",
+    "CollapseGuard",
+    "EvaluateFn",
+    "Evaluation",
+    "LRSchedule",
+    "Logging",
+    "lr_factor",
+]
+
+logger = logging.getLogger(__name__)
+
+EvaluateFn = Callable[[nn.Module, Path], Mapping[str, float]]
+"""``evaluate(model, out_dir) -> {"mAP": ..., "R1": ...}`` (fractions); may write files in ``out_dir``."""
+
+
+def lr_factor(cfg: OptimConfig, epoch: int) -> float:
+    """Multiplier of the base LR at global ``epoch`` (methods.md §A.5 multistep, §B.5 StepLR)."""
+    if cfg.schedule == "multistep":
+        factor = cfg.gamma ** sum(1 for m in cfg.milestones if epoch >= m)
+    elif cfg.schedule == "step":
+        factor = cfg.gamma ** (epoch // cfg.step_size)
+    else:
+        factor = 1.0
+    if cfg.warmup_epochs > 0 and epoch < cfg.warmup_epochs:
+        factor *= (epoch + 1) / cfg.warmup_epochs
+    return factor
+
+
+class LRSchedule(Callback):
+    """Sets every group's ``lr = initial_lr · lr_factor(epoch) · lr_scale`` at the start of each epoch.
+
+    Closed-form per epoch, so a resumed or rolled-back run gets exactly the same LR; ``lr_scale`` is the
+    collapse guard's override for that epoch (1 otherwise).
+    """
+
+    def __init__(self, cfg: OptimConfig) -> None:
+        self.cfg = cfg
+
+    def before_epoch(self, trainer: Trainer) -> None:
+        epoch = trainer.state.epoch
+        scale = trainer.state.override(epoch, "lr_scale") or 1.0
+        factor = lr_factor(self.cfg, epoch) * scale
+        for group in trainer.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * factor
+
+
+class CollapseGuard(Callback):
+    """Detects the known first-epoch collapse and re-runs the epoch that caused it (methods.md §B.3).
+
+    Signs (checked on each epoch's fresh pseudo labels, and on every loss): a non-finite loss; fewer
+    than ``min_clusters`` clusters or ≥ ``max_outlier_fraction`` outliers in a modality; a modality's
+    cluster count falling by more than ``max_cluster_drop`` since the previous epoch (watched while the
+    previous epoch is one of the first ``watch_epochs``). Labels are computed
+    from the model the previous epoch produced, so a bad count rolls back to the start of the previous
+    epoch; a bad loss rolls back to the start of the current one. The re-run uses memory momentum
+    ``momenta[i]`` on attempt i (then also LR × ``lr_factor``). Epoch-0 labels that already fail
+    (nothing to roll back) raise ``RuntimeError`` advising on ``cluster.eps``. After ``max_retries``
+    a cluster drop is accepted with a warning; a non-finite loss or < ``min_clusters`` raises.
+    """
+
+    def __init__(self, cfg: CollapseConfig) -> None:
+        self.cfg = cfg
+
+    def before_train(self, trainer: Trainer) -> None:
+        trainer.keep_snapshots = True
+        trainer.on_nonfinite = self._on_nonfinite
+
+    def before_epoch(self, trainer: Trainer) -> None:
+        assert trainer.labels is not None
+        epoch = trainer.state.epoch
+        previous = trainer.state.history[-1] if trainer.state.history else None
+        reason, fatal = self._diagnose(trainer, previous)
+        if reason is None:
+            return
+        if epoch == 0 or previous is None or previous.get("epoch") != epoch - 1:
+            if fatal:
+                raise RuntimeError(
+                    f"pseudo labels of epoch {epoch} are unusable ({reason}) and there is no earlier "
+                    "epoch to re-run; check cluster.eps / cluster.min_samples for this data"
+                )
+            return
+        if epoch - 1 not in set(trainer.iter_snapshots()):
+            logger.warning("collapse sign at epoch %d (%s) but no snapshot to roll back to", epoch, reason)
+            return
+        signal = self._remedy(trainer, epoch - 1, reason, fatal=fatal)
+        if signal is not None:
+            raise signal
+
+    def _diagnose(self, trainer: Trainer, previous: Mapping[str, Any] | None) -> tuple[str | None, bool]:
+        labels = trainer.labels
+        assert labels is not None
+        for modality in labels.labels:
+            count = labels.num_clusters(modality)
+            if count < self.cfg.min_clusters:
+                return f"{modality}: {count} cluster(s) < {self.cfg.min_clusters}", True
+            if labels.outlier_fraction(modality) >= self.cfg.max_outlier_fraction:
+                return f"{modality}: {labels.outlier_fraction(modality):.1%} outliers", True
+            before = (previous or {}).get(f"clusters/{modality}")
+            watched = previous is not None and previous.get("epoch", 0) < self.cfg.watch_epochs
+            if watched and before and count < (1.0 - self.cfg.max_cluster_drop) * before:
+                return f"{modality}: clusters fell from {int(before)} to {count}", False
+        return None, False
+
+    def _on_nonfinite(self, trainer: Trainer, exc: NonFiniteLossError) -> RestartEpoch:
+        signal = self._remedy(trainer, exc.epoch, str(exc), fatal=True)
+        assert signal is not None  # fatal signs raise instead of being accepted
+        return signal
+
+    def _remedy(self, trainer: Trainer, epoch: int, reason: str, *, fatal: bool) -> RestartEpoch | None:
+        key = str(epoch)
+        attempt = trainer.state.retries.get(key, 0) + 1
+        if attempt > self.cfg.max_retries:
+            if fatal:
+                raise RuntimeError(
+                    f"training collapsed at epoch {epoch} after {attempt - 1} re-runs: {reason}"
+                )
+            logger.warning(
+                "collapse guard: keeping epoch %d after %d re-runs (%s)", epoch, attempt - 1, reason
+            )
+            return None
+        momenta = self.cfg.momenta or (0.9,)
+        momentum = momenta[min(attempt, len(momenta)) - 1]
+        lr_scale = self.cfg.lr_factor ** max(0, attempt - len(momenta))
+        trainer.state.retries[key] = attempt
+        trainer.state.overrides[key] = {"momentum": momentum, "lr_scale": lr_scale}
+        logger.warning(
+            "collapse guard: %s; re-running epoch %d (attempt %d) with memory momentum %.2f and LR x %g",
+            reason,
+            epoch,
+            attempt,
+            momentum,
+            lr_scale,
+        )
+        return RestartEpoch(epoch, reason)
+
+
+class Evaluation(Callback):
+    """Runs ``evaluate(model, out_dir)`` every ``every`` epochs and after the last (rank 0 only).
+
+    Results go into the epoch's history entry (``eval/<name>``) and ``<out_dir>/epoch_XXXX/``; a
+    summary of all evaluations is kept in ``<out_dir>/metrics.json``.
+    """
+
+    def __init__(self, evaluate: EvaluateFn, *, every: int, out_dir: Path, is_main: bool = True) -> None:
+        self.evaluate = evaluate
+        self.every = every
+        self.out_dir = Path(out_dir)
+        self.is_main = is_main
+
+    def due(self, trainer: Trainer) -> bool:
+        """Whether the epoch that just finished is evaluated."""
+        epoch = trainer.state.epoch
+        return self.every > 0 and (epoch % self.every == 0 or epoch == trainer.total_epochs)
+
+    def after_epoch(self, trainer: Trainer) -> None:
+        if not self.due(trainer):
+            return
+        if self.is_main:
+            start = time.perf_counter()
+            out = self.out_dir / f"epoch_{trainer.state.epoch:04d}"
+            out.mkdir(parents=True, exist_ok=True)
+            metrics = {f"eval/{k}": float(v) for k, v in self.evaluate(trainer.model, out).items()}
+            trainer.state.history[-1].update(metrics)
+            logger.info(
+                "eval after epoch %d (%.1f s): %s",
+                trainer.state.epoch,
+                time.perf_counter() - start,
+                ", ".join(f"{k[5:]}={v:.4f}" for k, v in metrics.items()),
+            )
+            self._write_summary(trainer)
+        barrier()
+        trainer.model.train()
+
+    def _write_summary(self, trainer: Trainer) -> None:
+        rows = [row for row in trainer.state.history if any(k.startswith("eval/") for k in row)]
+        (self.out_dir / "metrics.json").write_text(json.dumps(rows, indent=2))
+
+
+class Logging(Callback):
+    """Console progress bar (tqdm: losses, clusters, ETA), TensorBoard scalars and per-epoch log lines.
+
+    Only rank 0 writes. TensorBoard files go to ``tb_dir`` (``<run_dir>/tb``).
+    """
+
+    def __init__(self, cfg: LoggingConfig, *, tb_dir: Path | None, is_main: bool = True) -> None:
+        self.cfg = cfg
+        self.tb_dir = tb_dir
+        self.is_main = is_main
+        self._writer: Any = None
+        self._bar: Any = None
+        self._epoch_start = 0.0
+        self._durations: list[float] = []
+
+    def before_train(self, trainer: Trainer) -> None:
+        if self.is_main and self.cfg.tensorboard and self.tb_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(self.tb_dir))
+
+    def before_epoch(self, trainer: Trainer) -> None:
+        self._epoch_start = time.perf_counter()
+        if not self.is_main:
+            return
+        assert trainer.labels is not None and trainer.ctx is not None
+        clusters = trainer.labels.summary()
+        logger.info(
+            "epoch %d/%d (stage %s): %s, lr %.2e",
+            trainer.state.epoch + 1,
+            trainer.total_epochs,
+            trainer.ctx.stage.name,
+            ", ".join(f"{k}={int(v) if float(v).is_integer() else v}" for k, v in clusters.items()),
+            trainer.optimizer.param_groups[0]["lr"],
+        )
+        self._scalars(clusters, trainer.state.epoch)
+        if self.cfg.progress:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(
+                total=trainer.ctx.stage.iters,
+                desc=f"epoch {trainer.state.epoch + 1}/{trainer.total_epochs}",
+                leave=False,
+                dynamic_ncols=True,
+            )
+
+    def after_step(self, trainer: Trainer, losses: Mapping[str, float]) -> None:
+        if not self.is_main:
+            return
+        if self._bar is not None:
+            self._bar.update(1)
+        if trainer.step_in_epoch % self.cfg.log_every == 0 or trainer.step_in_epoch == 1:
+            if self._bar is not None:
+                self._bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
+            self._scalars({f"train/{k}": v for k, v in losses.items()}, trainer.state.global_step)
+            self._scalars({"train/lr": trainer.optimizer.param_groups[0]["lr"]}, trainer.state.global_step)
+
+    def after_epoch(self, trainer: Trainer) -> None:
+        self._durations.append(time.perf_counter() - self._epoch_start)
+        if not self.is_main:
+            return
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        row = trainer.state.history[-1]
+        remaining = (trainer.total_epochs - trainer.state.epoch) * sum(self._durations) / len(self._durations)
+        logger.info(
+            "epoch %d done in %.1f s (ETA %s): %s",
+            trainer.state.epoch,
+            self._durations[-1],
+            _hms(remaining),
+            ", ".join(f"{k}={v:.4f}" for k, v in row.items() if k.startswith(("loss", "eval/"))),
+        )
+        self._scalars({f"epoch/{k}": v for k, v in row.items() if isinstance(v, float)}, trainer.state.epoch)
+        if self._writer is not None:
+            self._writer.flush()
+
+    def after_train(self, trainer: Trainer) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def _scalars(self, values: Mapping[str, float], step: int) -> None:
+        if self._writer is None:
+            return
+        for name, value in values.items():
+            if math.isfinite(value):
+                self._writer.add_scalar(name, value, step)
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class Checkpoint(Callback):
+    """Writes ``<directory>/last.pt`` atomically after every epoch (rank 0), plus ``epoch_XXXX.pt``
+    every ``keep_every`` epochs (0 = never). ``last.pt`` is what ``--resume`` continues from.
+    """
+
+    def __init__(self, directory: Path, *, keep_every: int = 0, is_main: bool = True) -> None:
+        self.directory = Path(directory)
+        self.keep_every = keep_every
+        self.is_main = is_main
+
+    @property
+    def last(self) -> Path:
+        """Path of the rolling checkpoint."""
+        return self.directory / "last.pt"
+
+    def after_epoch(self, trainer: Trainer) -> None:
+        if self.is_main:
+            atomic_torch_save(trainer.capture_state(), self.last)
+            epoch = trainer.state.epoch
+            if self.keep_every > 0 and epoch % self.keep_every == 0:
+                shutil.copyfile(self.last, self.directory / f"epoch_{epoch:04d}.pt")
+            logger.debug("checkpoint written: %s (epoch %d)", self.last, epoch)
+        barrier()

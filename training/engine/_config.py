@@ -1,0 +1,461 @@
+"""Training configuration: frozen dataclasses per concern, YAML + dotted overrides, validation.
+
+The root is :class:`TrainConfig` (house-style §6–9). It is built once at start-up by :func:`load_config`
+from a YAML file plus ``key=value`` overrides (``cluster.eps=0.6``, ``stages.0.epochs=3``), validated
+(unknown keys raise ``KeyError`` listing the valid ones, wrong types raise ``TypeError``), and written
+resolved into the run directory with :func:`save_config`. Values found at run time (cluster counts,
+collapse-guard retries) are trainer state and never written back here.
+
+Each method validates its own ``method_options`` mapping into its own dataclass with
+:func:`config_from_dict` (e.g. ``BaselineConfig``, later ``SALCRConfig``/``SDCLConfig``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+__all__ = [
+    "CheckpointConfig",
+    "ClusterConfig",
+    "CollapseConfig",
+    "DataConfig",
+    "EvalConfig",
+    "LoggingConfig",
+    "MemoryConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "StageConfig",
+    "SyntheticDataConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+    "parse_overrides",
+    "save_config",
+]
+
+T = TypeVar("T")
+
+DATASETS = ("synthetic", "camera_folders", "sysu", "regdb")
+
+
+@dataclass(frozen=True)
+class SyntheticDataConfig:
+    """Options of ``vireid.training.data.generate_synthetic`` when the synthetic set is generated."""
+
+    num_identities: int = 40
+    visible_cameras: int = 2
+    infrared_cameras: int = 2
+    images_per_camera: int = 4
+    size: tuple[int, int] = (128, 64)
+    test_fraction: float = 0.25
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Training data (methods.md §0.1). The input size is always the model's ``default_cfg`` one, so
+    training, evaluation and the exported manifest agree.
+
+    Attributes:
+        dataset: ``synthetic`` (generated into ``<run_dir>/data/synthetic`` when ``root`` is None or
+            absent), ``camera_folders`` (unlabeled camera data, Contract 8), ``sysu`` (train + val ids)
+            or ``regdb`` (split ``trial``).
+        root: dataset folder; required except for ``synthetic``.
+        trial: RegDB split 1..10.
+        num_workers: DataLoader worker processes.
+        extract_batch_size: batch size of the per-epoch feature extraction.
+        cameras: camera → modality mapping for ``camera_folders`` (None = ``ROOT/cameras.yaml``).
+        synthetic: generator options for ``synthetic``.
+    """
+
+    dataset: str = "synthetic"
+    root: str | None = None
+    trial: int = 1
+    num_workers: int = 0
+    extract_batch_size: int = 64
+    cameras: dict[str, str] | None = None
+    synthetic: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(f"data.dataset must be one of {list(DATASETS)}, got {self.dataset!r}")
+        if self.dataset != "synthetic" and not self.root:
+            raise ValueError(f"data.root is required for dataset {self.dataset!r}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Backbone (Contract 1): ``arch`` in {salcr, sdcl}, ``variant`` in {full, tiny}, local weights."""
+
+    arch: str = "salcr"
+    variant: str = "full"
+    pretrained: str | None = None
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Jaccard + DBSCAN parameters (methods.md §0.3)."""
+
+    eps: float = 0.6
+    min_samples: int = 4
+    k1: int = 30
+    k2: int = 6
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.eps < 1.0:
+            raise ValueError(f"cluster.eps must be in (0, 1), got {self.eps}")
+        if self.min_samples < 1 or self.k1 < 2 or self.k2 < 1:
+            raise ValueError("cluster.min_samples >= 1, cluster.k1 >= 2 and cluster.k2 >= 1 are required")
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    """Cluster-memory parameters (methods.md §0.4): ``c ← norm(m·c + (1−m)·x)``, logits / τ."""
+
+    momentum: float = 0.1
+    temperature: float = 0.05
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.momentum < 1.0 or self.temperature <= 0.0:
+            raise ValueError("memory.momentum must be in [0, 1) and memory.temperature > 0")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimizer and per-epoch LR schedule (methods.md §A.5, §B.5).
+
+    ``schedule``: ``multistep`` (×gamma at each epoch in ``milestones``), ``step`` (×gamma every
+    ``step_size`` epochs) or ``constant``. Epochs count over the whole run (all stages).
+    ``warmup_epochs`` > 0 ramps linearly from ``lr / warmup_epochs`` (neither paper uses warm-up).
+    """
+
+    name: str = "adam"
+    lr: float = 3.5e-4
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    schedule: str = "multistep"
+    milestones: tuple[int, ...] = (20, 40)
+    step_size: int = 20
+    gamma: float = 0.1
+    warmup_epochs: int = 0
+
+    def __post_init__(self) -> None:
+        if self.name not in ("adam", "sgd"):
+            raise ValueError(f"optim.name must be 'adam' or 'sgd', got {self.name!r}")
+        if self.schedule not in ("multistep", "step", "constant"):
+            raise ValueError(f"optim.schedule must be multistep|step|constant, got {self.schedule!r}")
+        if self.lr <= 0 or self.step_size < 1:
+            raise ValueError("optim.lr must be > 0 and optim.step_size >= 1")
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One training stage: ``epochs`` epochs of ``iters`` steps; ``options`` are method-specific."""
+
+    name: str = "main"
+    epochs: int = 1
+    iters: int = 100
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.iters < 1:
+            raise ValueError(f"stage {self.name!r}: epochs and iters must be >= 1")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation callback.
+
+    ``every`` epochs (0 = never; the last epoch is always evaluated when > 0). Synthetic/camera
+    folders with identities: held-out identities, infrared query → visible gallery. SYSU: the test
+    protocol on ``root`` (skipped when None), ``mode`` all|indoor|both, ``trials`` gallery trials.
+    """
+
+    every: int = 1
+    root: str | None = None
+    mode: str = "all"
+    trials: int = 10
+    batch_size: int = 64
+    flip: bool = True
+    plots: bool = True
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """``last.pt`` after every epoch; ``epoch_XXXX.pt`` copies every ``keep_every`` epochs (0 = none)."""
+
+    keep_every: int = 0
+
+
+@dataclass(frozen=True)
+class CollapseConfig:
+    """First-epoch-collapse guard (methods.md §B.3: SDCL README's momentum 0.9/0.99 trick).
+
+    Collapse = non-finite loss, fewer than ``min_clusters`` clusters in a modality,
+    ≥ ``max_outlier_fraction`` outliers, or a drop of more than ``max_cluster_drop`` (fraction) in a
+    modality's cluster count from one epoch to the next, watched only after the first ``watch_epochs``
+    epochs (the known collapse happens there; later, counts legitimately shrink as clusters merge).
+    Recovery: restore the state of the epoch that collapsed and re-run it with memory momentum
+    ``momenta[i]`` for attempt i; attempts beyond ``len(momenta)`` keep the last momentum and also
+    multiply the LR by ``lr_factor``. At most ``max_retries`` re-runs per epoch.
+    """
+
+    enabled: bool = True
+    min_clusters: int = 2
+    max_outlier_fraction: float = 0.99
+    max_cluster_drop: float = 0.5
+    watch_epochs: int = 2
+    momenta: tuple[float, ...] = (0.9, 0.99)
+    lr_factor: float = 0.1
+    max_retries: int = 3
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """TensorBoard (``<run_dir>/tb``) and the console progress bar."""
+
+    tensorboard: bool = True
+    progress: bool = True
+    log_every: int = 10
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Root training configuration (house-style §6).
+
+    ``method`` names an entry of ``vireid.training.methods.METHODS``; ``method_options`` is validated
+    by that method into its own dataclass. ``stages`` run in order by one Trainer (house-style §16).
+    ``precision`` ``bf16`` enables bf16 autocast on CUDA only (fp32 elsewhere).
+    """
+
+    method: str = "baseline"
+    method_options: dict[str, Any] = field(default_factory=dict)
+    seed: int = 1
+    device: str = "auto"
+    precision: str = "fp32"
+    deterministic: bool = True
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    stages: tuple[StageConfig, ...] = (StageConfig(),)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    collapse: CollapseConfig = field(default_factory=CollapseConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if not self.stages:
+            raise ValueError("at least one stage is required")
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage names must be unique, got {names}")
+
+    @property
+    def total_epochs(self) -> int:
+        """Number of epochs over all stages."""
+        return sum(s.epochs for s in self.stages)
+
+
+# --------------------------------------------------------------------------------------------------
+# dict <-> dataclass with validation
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; convert lists to tuples and ints to floats."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except (TypeError, ValueError, KeyError) as exc:
+                errors.append(str(exc))
+        raise TypeError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise TypeError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
+        return config_from_dict(tp, value, where=where)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, Sequence) or isinstance(value, str):
+            raise TypeError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(args) != len(value):
+            raise TypeError(f"{where}: expected {len(args)} items, got {value!r}")
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise TypeError(f"{where}: expected a mapping, got {value!r}")
+        key_tp, val_tp = typing.get_args(tp)
+        return {_coerce(k, key_tp, where): _coerce(v, val_tp, f"{where}.{k}") for k, v in value.items()}
+    return _coerce_scalar(value, tp, where)
+
+
+def _coerce_scalar(value: Any, tp: Any, where: str) -> Any:
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        try:
+            return float(value)  # YAML 1.1 reads "3.5e-4" as a string
+        except ValueError:
+            pass
+    if tp in (int, float, str, bool):
+        if isinstance(value, bool) and tp is not bool:
+            raise TypeError(f"{where}: expected {tp.__name__}, got bool {value!r}")
+        if not isinstance(value, tp):
+            raise TypeError(f"{where}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+        return value
+    raise TypeError(f"{where}: unsupported annotation {tp!r}")
+
+
+def config_from_dict(cls: type[T], data: Mapping[str, Any], *, where: str = "") -> T:
+    """Build and validate a config dataclass from a mapping.
+
+    Args:
+        cls: a dataclass type (e.g. :class:`TrainConfig` or a method's own config).
+        data: the values; missing keys take the dataclass defaults.
+        where: dotted prefix used in error messages (e.g. ``"method_options"``).
+
+    Returns:
+        The frozen dataclass instance.
+
+    Raises:
+        KeyError: an unknown key (the message lists the valid keys).
+        TypeError: a value of the wrong type.
+        ValueError: a value rejected by the dataclass's own checks.
+    """
+    if not isinstance(data, Mapping):
+        raise TypeError(f"{where or cls.__name__}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise KeyError(
+            f"unknown config key(s) {[prefix + k for k in unknown]}; valid keys under "
+            f"{where or cls.__name__!r}: {sorted(fields)}"
+        )
+    kwargs = {
+        name: _coerce(value, hints[name], f"{where}.{name}" if where else name)
+        for name, value in data.items()
+    }
+    return cls(**kwargs)
+
+
+def config_to_dict(cfg: Any) -> Any:
+    """Plain YAML-safe structure of a config dataclass (tuples become lists)."""
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return {f.name: config_to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, (tuple, list)):
+        return [config_to_dict(v) for v in cfg]
+    if isinstance(cfg, Mapping):
+        return {str(k): config_to_dict(v) for k, v in cfg.items()}
+    return cfg
+
+
+# --------------------------------------------------------------------------------------------------
+# overrides and files
+
+
+def parse_overrides(items: Sequence[str]) -> list[tuple[list[str], Any]]:
+    """Parse ``key.sub=value`` strings; values are read as YAML (``3.5e-4``, ``[20, 40]``, ``null``).
+
+    Raises:
+        ValueError: an item without ``=`` or with an empty key.
+    """
+    parsed = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"override {item!r} is not of the form key.sub=value")
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        parsed.append((key.strip().split("."), value))
+    return parsed
+
+
+def _set_path(tree: Any, path: list[str], value: Any, full: str) -> None:
+    node = tree
+    for i, part in enumerate(path):
+        last = i == len(path) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise KeyError(f"override {full!r}: {part!r} is not an index of a {len(node)}-item list")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+            continue
+        if last:
+            node[part] = value
+        else:
+            node = node.setdefault(part, {})
+            if not isinstance(node, (dict, list)):
+                raise KeyError(f"override {full!r}: {part!r} is a value, not a section")
+
+
+def apply_overrides(tree: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Return a copy of the raw config ``tree`` with dotted ``key=value`` overrides applied."""
+    tree = yaml.safe_load(yaml.safe_dump(tree))  # deep copy of plain data
+    if "stages" not in tree and any(item.startswith("stages.") for item in overrides):
+        tree["stages"] = config_to_dict(TrainConfig().stages)
+    for path, value in parse_overrides(overrides):
+        _set_path(tree, path, value, ".".join(path))
+    return tree
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Load a YAML config, apply overrides and validate.
+
+    Args:
+        path: YAML file (None = defaults only).
+        overrides: ``key.sub=value`` strings (``stages.0.epochs=2`` indexes the stage list).
+
+    Returns:
+        The validated :class:`TrainConfig`.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        KeyError: unknown keys; TypeError / ValueError: invalid values.
+    """
+    tree: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        tree = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(tree, dict):
+            raise TypeError(f"{path}: the top level must be a mapping")
+    return config_from_dict(TrainConfig, apply_overrides(tree, overrides))
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML (the run directory's ``config.yaml``)."""
+    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

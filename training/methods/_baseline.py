@@ -1,0 +1,255 @@
+"""Baseline: per-modality cluster contrast with two visible views (ADCA / SALCR stage 1).
+
+methods.md §A.4.4 stage 1 (and §E, the ADCA lineage)::
+
+    L = CE(m_v(f_V), y_v) + CE(m_v(f_A), y_v) + CE(m_r(f_R), y_r)
+
+* Every epoch (:meth:`BaselineMethod.refresh`), per modality separately: ``norm(extract(x))`` without
+  flip (SALCR: ``norm(f_g)``) → Jaccard distance (k1, k2) → DBSCAN (eps, min_samples) (§0.3) → memory
+  ``m`` ← ``norm(mean of the normalised features per cluster)`` (§A.3 items 3, 6).
+* Batches (:meth:`BaselineMethod.epoch_batches`): the SALCR stage-1 paired sampler (P visible + P
+  infrared clusters drawn independently, K images each, §A.2); visible images give a plain view V and an
+  augmented view A with the same label, infrared images one view R.
+* Memory updates (§0.4, ``cross=False``): after the backward, under ``no_grad``, sequentially in batch
+  order — ``m_v`` with the rows [V; A], ``m_r`` with R — using the detached features of the step, so the
+  logits saw the pre-update memory. Under DDP the rows are gathered from all ranks first (same order as
+  a single process would use).
+
+The baseline learns no cross-modality association: what transfers across modalities comes from the
+shared trunk. It runs on either backbone: ``feature`` names the ``forward_train`` outputs whose
+concatenation is trained (SALCR ``f_g``; SDCL ``f_d+f_s``, matching its ``extract``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from vireid.training.engine._config import TrainConfig, config_from_dict
+from vireid.training.methods._base import (
+    MODALITIES,
+    PseudoLabels,
+    RefreshContext,
+    TrainForward,
+    all_gather_cat,
+    shard_batch,
+)
+
+__all__ = ["BaselineConfig", "BaselineMethod"]
+
+logger = logging.getLogger(__name__)
+
+_DEFAULT_FEATURE = {"salcr": "f_g", "sdcl": "f_d+f_s"}
+_AUG_SALT = 1000
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """``method_options`` of the baseline.
+
+    Attributes:
+        clusters_per_batch: P, clusters drawn per modality per step (SALCR: 12).
+        num_instances: K, images per cluster (SALCR: 12); a step sees P·K visible (×2 views) + P·K infrared.
+        recipe: augmentation recipe name of ``vireid.training.data.build_recipe``.
+        feature: ``+``-joined ``forward_train`` keys to train (None = by backbone: salcr ``f_g``,
+            sdcl ``f_d+f_s``).
+        share_stem_init: at epoch 0, copy the visible stem into the thermal stem (two-stream models).
+            An ImageNet-initialised SALCR model starts with both stems equal (§A.1 loads the weights
+            into both); this gives a randomly initialised model the same property.
+    """
+
+    clusters_per_batch: int = 12
+    num_instances: int = 12
+    recipe: str = "salcr_stage1"
+    feature: str | None = None
+    share_stem_init: bool = False
+
+    def __post_init__(self) -> None:
+        if self.clusters_per_batch < 1 or self.num_instances < 1:
+            raise ValueError("method_options.clusters_per_batch and num_instances must be >= 1")
+
+
+class BaselineMethod:
+    """The baseline :class:`~vireid.training.methods.ReIDMethod` (see the module docstring).
+
+    Args:
+        cfg: root config; reads ``cluster``, ``memory``, ``model.arch`` and ``method_options``.
+        model: a Contract-1 model with ``forward_train(x_rgb, x_ir, ...)`` returning rows [V; A; R].
+
+    Raises:
+        KeyError / TypeError / ValueError: invalid ``method_options``.
+    """
+
+    name = "baseline"
+
+    def __init__(self, cfg: TrainConfig, model: nn.Module) -> None:
+        self.cfg = cfg
+        self.model = model
+        self.options = config_from_dict(BaselineConfig, cfg.method_options, where="method_options")
+        feature = self.options.feature or _DEFAULT_FEATURE.get(cfg.model.arch, "f_g")
+        self.feature_keys = tuple(feature.split("+"))
+        self.forward_kwargs: dict[str, Any] = {"with_parts": False} if cfg.model.arch == "salcr" else {}
+        self.memories: dict[str, Any] = {}
+        self.labels: PseudoLabels | None = None
+        self._pending: list[tuple[str, Tensor, Tensor]] = []
+
+    # ------------------------------------------------------------------ protocol
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """One group with every trainable parameter (frozen BN-neck biases excluded)."""
+        return [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
+
+    def on_stage_start(self, ctx: RefreshContext) -> None:
+        """Epoch 0: optionally start the thermal stem as a copy of the visible stem (``share_stem_init``)."""
+        if ctx.epoch != 0 or not self.options.share_stem_init:
+            return
+        visible, thermal = (
+            getattr(self.model, "visible_stem", None),
+            getattr(self.model, "thermal_stem", None),
+        )
+        if visible is None or thermal is None:
+            raise ValueError(
+                "method_options.share_stem_init needs a two-stream model (visible_stem/thermal_stem)"
+            )
+        thermal.load_state_dict(visible.state_dict())
+        logger.info("share_stem_init: thermal stem initialised from the visible stem")
+
+    def refresh(self, ctx: RefreshContext) -> PseudoLabels:
+        """Cluster each modality and rebuild its cluster memory (methods.md §0.3, §A.3)."""
+        from vireid.training.memory import ClusterMemory
+        from vireid.training.pseudo_labels import cluster_centroids, dbscan_pseudo_labels, jaccard_distance
+
+        cl, momentum = self.cfg.cluster, ctx.momentum(self.cfg.memory.momentum)
+        labels: dict[str, np.ndarray] = {}
+        self.memories = {}
+        for modality in MODALITIES:
+            feats = ctx.extract(modality, flip=False)
+            distance = jaccard_distance(feats, k1=cl.k1, k2=cl.k2)
+            labels[modality] = dbscan_pseudo_labels(distance, cl.eps, min_samples=cl.min_samples)
+            if labels[modality].max(initial=-1) < 0:
+                continue  # no cluster: the collapse guard (or epoch_batches) reports it
+            centroids = cluster_centroids(feats, labels[modality], normalize_inputs=True)
+            memory = ClusterMemory(
+                nn.functional.normalize(centroids, dim=1),
+                temperature=self.cfg.memory.temperature,
+                momentum=momentum,
+            )
+            self.memories[modality] = memory.to(ctx.device)
+        self.labels = PseudoLabels(labels)
+        return self.labels
+
+    def epoch_batches(self, ctx: RefreshContext) -> Iterator[dict[str, Tensor]]:
+        """``ctx.stage.iters`` batches of this rank's share of the stage-1 paired sampler (§A.2)."""
+        from vireid.training.data import PairedSampler, collate_views, stage_one_indices
+
+        if self.labels is None or set(self.memories) != set(MODALITIES):
+            raise ValueError("no clusters in at least one modality: nothing to train on (see cluster.eps)")
+        rgb, ir = stage_one_indices(
+            self.labels.labels["visible"],
+            self.labels.labels["infrared"],
+            num_iterations=ctx.stage.iters,
+            rng=ctx.numpy_rng(),
+            clusters_per_batch=self.options.clusters_per_batch,
+            num_instances=self.options.num_instances,
+        )
+        global_batch = self.options.clusters_per_batch * self.options.num_instances
+        loader = DataLoader(
+            self._train_set(ctx, self.labels),
+            batch_size=global_batch // ctx.dist.world_size,
+            sampler=PairedSampler(_shard(rgb, global_batch, ctx), _shard(ir, global_batch, ctx)),
+            collate_fn=collate_views,
+            num_workers=ctx.num_workers,
+            drop_last=True,
+            pin_memory=ctx.device.type == "cuda",
+        )
+        return iter(loader)
+
+    def _train_set(self, ctx: RefreshContext, labels: PseudoLabels) -> Any:
+        from vireid.training.data import AugmentConfig, TrainSet, build_recipe
+
+        default_cfg: Mapping[str, Any] = getattr(self.model, "default_cfg", {})
+        augment = AugmentConfig(
+            height=ctx.input_size[0],
+            width=ctx.input_size[1],
+            interpolation=str(default_cfg.get("interpolation", "bilinear")),
+            mean=tuple(default_cfg.get("mean", AugmentConfig.mean)),
+            std=tuple(default_cfg.get("std", AugmentConfig.std)),
+        )
+        dataset = TrainSet(
+            transforms=build_recipe(self.options.recipe, augment).build(),
+            visible=[r.path for r in ctx.records["visible"]],
+            infrared=[r.path for r in ctx.records["infrared"]],
+            visible_labels=labels.labels["visible"],
+            infrared_labels=labels.labels["infrared"],
+            seed=int(ctx.numpy_rng(_AUG_SALT + ctx.dist.rank).integers(2**31)),
+        )
+        dataset.set_epoch(ctx.epoch)
+        return dataset
+
+    def training_step(self, batch: Mapping[str, Tensor], *, forward: TrainForward) -> dict[str, Tensor]:
+        """Losses ``loss_v`` (view V), ``loss_a`` (view A), ``loss_r`` (infrared) and their sum ``loss``."""
+        device = self.memories["visible"].features.device
+        v, a, r = (batch[k].to(device, non_blocking=True) for k in ("rgb", "rgb_aug", "ir"))
+        y_v, y_r = batch["rgb_label"].to(device), batch["ir_label"].to(device)
+        out = forward(torch.cat([v, a]), r, **self.forward_kwargs)
+        feats = torch.cat([out[k] for k in self.feature_keys], dim=1).float()
+        n = v.shape[0]
+        f_v, f_a, f_r = feats[:n], feats[n : 2 * n], feats[2 * n :]
+        losses = {
+            "loss_v": self.memories["visible"].loss(f_v, y_v),
+            "loss_a": self.memories["visible"].loss(f_a, y_v),
+            "loss_r": self.memories["infrared"].loss(f_r, y_r),
+        }
+        losses["loss"] = losses["loss_v"] + losses["loss_a"] + losses["loss_r"]
+        self._pending = [
+            ("visible", torch.cat([all_gather_cat(f_v), all_gather_cat(f_a)]), all_gather_cat(y_v).repeat(2)),
+            ("infrared", all_gather_cat(f_r), all_gather_cat(y_r)),
+        ]
+        return losses
+
+    def after_backward(self) -> None:
+        """Sequential momentum updates of both memories with the last step's rows (§0.4)."""
+        with torch.no_grad():
+            for modality, feats, targets in self._pending:
+                self.memories[modality].update(feats, targets, order="sequential")
+        self._pending = []
+
+    def state_dict(self) -> dict[str, Any]:
+        """The memories (tensors) and this epoch's labels (tensors), for checkpoints."""
+        return {
+            "memories": {m: mem.features.detach().cpu().clone() for m, mem in self.memories.items()},
+            "labels": {
+                m: torch.from_numpy(np.asarray(y))
+                for m, y in (self.labels.labels if self.labels else {}).items()
+            },
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore memories and labels (the next ``refresh`` rebuilds both anyway)."""
+        from vireid.training.memory import ClusterMemory
+
+        momentum, temperature = self.cfg.memory.momentum, self.cfg.memory.temperature
+        self.memories = {}
+        for modality, feats in state.get("memories", {}).items():
+            memory = ClusterMemory(feats, temperature=temperature, momentum=momentum).to(self._device())
+            with torch.no_grad():
+                memory.features.copy_(feats)  # bit-exact (the constructor may re-normalise)
+            self.memories[modality] = memory
+        labels = {m: y.numpy().copy() for m, y in state.get("labels", {}).items()}
+        self.labels = PseudoLabels(labels) if labels else None
+
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def _shard(indices: np.ndarray, global_batch: int, ctx: RefreshContext) -> np.ndarray:
+    """This rank's contiguous share of every global batch of a flat per-epoch index array."""
+    batches = indices.reshape(-1, global_batch)
+    return np.concatenate([shard_batch(b, ctx.dist.rank, ctx.dist.world_size) for b in batches])
