@@ -21,10 +21,21 @@ MARGIN = 0.10  # absolute mAP (fraction); see the docstring of the test for the 
 # moment: the tiny random-init backbone stays at chance on the synthetic data (issue #3 stays open).
 @pytest.mark.slow
 def test_baseline_raises_heldout_cross_modality_map(tmp_path) -> None:
-    """Measured on a 2-core CPU: mAP see report; margin chosen well below the measured gain."""
+    """Done-when of issue 3 for the baseline (tiny SALCR, synthetic set of ``baseline_synthetic.yaml``).
+
+    Measured (2-core CPU): held-out IR→visible mAP 0.142 untrained; after training 0.13–0.16 over six
+    settings (eps 0.5/0.6, k1 6/10, lr 3.5e-4–2e-3, 6–12 epochs × 20–60 steps, shared stem init), i.e.
+    no gain yet — even ground-truth per-modality labels do not lift held-out retrieval in 600 steps.
+    This test therefore fails today; it states the target, it is not tuned to pass.
+    """
     cfg = load_config(
         CONFIG,
-        ["eval.every=0", "logging.progress=false", "logging.tensorboard=false"],
+        [
+            "eval.every=0",
+            "logging.progress=false",
+            "logging.tensorboard=false",
+            "method_options.share_stem_init=true",
+        ],
     )
     trainer = build_trainer(cfg, run_dir=tmp_path)
     data = prepare_data(cfg.data, run_dir=tmp_path, dist_info=DistInfo())
