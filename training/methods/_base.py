@@ -42,6 +42,7 @@ __all__ = [
     "RefreshContext",
     "TrainForward",
     "all_gather_cat",
+    "build_train_set",
     "shard_batch",
 ]
 
@@ -250,3 +251,50 @@ def all_gather_cat(tensor: Tensor) -> Tensor:
     parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, tensor.detach().contiguous())
     return torch.cat(parts, dim=0)
+
+
+def build_train_set(
+    ctx: RefreshContext,
+    model: nn.Module,
+    *,
+    recipe: str,
+    visible_labels: np.ndarray,
+    infrared_labels: np.ndarray,
+    salt: int,
+    interpolation: str | None = None,
+) -> Any:
+    """The epoch's ``TrainSet`` over ``ctx.records`` with a method's augmentation recipe (methods.md §0.2).
+
+    Input size comes from ``ctx.input_size``; mean/std and, unless ``interpolation`` is given, the resize
+    interpolation come from ``model.default_cfg``. The augmentation seed is drawn from
+    ``ctx.numpy_rng(salt + rank)``, so each method and rank gets its own reproducible stream.
+
+    Args:
+        ctx: Refresh context of the epoch (records, input size, RNG, rank, epoch).
+        model: Model whose ``default_cfg`` gives the normalisation.
+        recipe: Recipe name for ``vireid.training.data.build_recipe``.
+        visible_labels: (N_v,) int64 training labels of the visible records (−1 = not trained on).
+        infrared_labels: (N_r,) int64 training labels of the infrared records.
+        salt: Per-method offset of the augmentation seed.
+        interpolation: Resize interpolation override.
+    """
+    from vireid.training.data import AugmentConfig, TrainSet, build_recipe
+
+    default_cfg: Mapping[str, Any] = getattr(model, "default_cfg", {})
+    augment = AugmentConfig(
+        height=ctx.input_size[0],
+        width=ctx.input_size[1],
+        interpolation=interpolation or str(default_cfg.get("interpolation", "bilinear")),
+        mean=tuple(default_cfg.get("mean", AugmentConfig.mean)),
+        std=tuple(default_cfg.get("std", AugmentConfig.std)),
+    )
+    dataset = TrainSet(
+        transforms=build_recipe(recipe, augment).build(),
+        visible=[r.path for r in ctx.records["visible"]],
+        infrared=[r.path for r in ctx.records["infrared"]],
+        visible_labels=visible_labels,
+        infrared_labels=infrared_labels,
+        seed=int(ctx.numpy_rng(salt + ctx.dist.rank).integers(2**31)),
+    )
+    dataset.set_epoch(ctx.epoch)
+    return dataset

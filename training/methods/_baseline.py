@@ -39,6 +39,7 @@ from vireid.training.methods._base import (
     RefreshContext,
     TrainForward,
     all_gather_cat,
+    build_train_set,
     shard_batch,
 )
 
@@ -172,26 +173,14 @@ class BaselineMethod:
         return iter(loader)
 
     def _train_set(self, ctx: RefreshContext, labels: PseudoLabels) -> Any:
-        from vireid.training.data import AugmentConfig, TrainSet, build_recipe
-
-        default_cfg: Mapping[str, Any] = getattr(self.model, "default_cfg", {})
-        augment = AugmentConfig(
-            height=ctx.input_size[0],
-            width=ctx.input_size[1],
-            interpolation=str(default_cfg.get("interpolation", "bilinear")),
-            mean=tuple(default_cfg.get("mean", AugmentConfig.mean)),
-            std=tuple(default_cfg.get("std", AugmentConfig.std)),
-        )
-        dataset = TrainSet(
-            transforms=build_recipe(self.options.recipe, augment).build(),
-            visible=[r.path for r in ctx.records["visible"]],
-            infrared=[r.path for r in ctx.records["infrared"]],
+        return build_train_set(
+            ctx,
+            self.model,
+            recipe=self.options.recipe,
             visible_labels=labels.labels["visible"],
             infrared_labels=labels.labels["infrared"],
-            seed=int(ctx.numpy_rng(_AUG_SALT + ctx.dist.rank).integers(2**31)),
+            salt=_AUG_SALT,
         )
-        dataset.set_epoch(ctx.epoch)
-        return dataset
 
     def training_step(self, batch: Mapping[str, Tensor], *, forward: TrainForward) -> dict[str, Tensor]:
         """Losses ``loss_v`` (view V), ``loss_a`` (view A), ``loss_r`` (infrared) and their sum ``loss``."""

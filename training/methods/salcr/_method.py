@@ -42,6 +42,7 @@ from vireid.training.methods._base import (
     RefreshContext,
     TrainForward,
     all_gather_cat,
+    build_train_set,
     shard_batch,
 )
 from vireid.training.methods._baseline import BaselineMethod
@@ -342,26 +343,14 @@ class SALCRMethod:
         return iter(loader)
 
     def _train_set(self, ctx: RefreshContext, targets: Mapping[str, np.ndarray]) -> Any:
-        from vireid.training.data import AugmentConfig, TrainSet, build_recipe
-
-        default_cfg: Mapping[str, Any] = getattr(self.model, "default_cfg", {})
-        augment = AugmentConfig(
-            height=ctx.input_size[0],
-            width=ctx.input_size[1],
-            interpolation=str(default_cfg.get("interpolation", "bilinear")),
-            mean=tuple(default_cfg.get("mean", AugmentConfig.mean)),
-            std=tuple(default_cfg.get("std", AugmentConfig.std)),
-        )
-        dataset = TrainSet(
-            transforms=build_recipe(self.options.cross_recipe, augment).build(),
-            visible=[r.path for r in ctx.records["visible"]],
-            infrared=[r.path for r in ctx.records["infrared"]],
+        return build_train_set(
+            ctx,
+            self.model,
+            recipe=self.options.cross_recipe,
             visible_labels=targets["y_v"],
             infrared_labels=targets["y_r"],
-            seed=int(ctx.numpy_rng(_AUG_SALT + ctx.dist.rank).integers(2**31)),
+            salt=_AUG_SALT,
         )
-        dataset.set_epoch(ctx.epoch)
-        return dataset
 
     def _cross_step(self, batch: Mapping[str, Tensor], forward: TrainForward) -> dict[str, Tensor]:
         device = self.memories["v"].features.device

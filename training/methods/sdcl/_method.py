@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,6 +40,7 @@ from vireid.training.methods._base import (
     RefreshContext,
     TrainForward,
     all_gather_cat,
+    build_train_set,
 )
 from vireid.training.methods.sdcl._cnl import CNLSchedule, joint_neighbor_mask, neighbor_loss
 from vireid.training.methods.sdcl._config import SDCLConfig, SDCLStageConfig
@@ -438,26 +439,15 @@ class SDCLMethod:
         return cra.train_labels
 
     def _train_set(self, ctx: RefreshContext) -> Any:
-        from vireid.training.data import AugmentConfig, TrainSet, build_recipe
-
-        default_cfg = cast(Mapping[str, Any], getattr(self.model, "default_cfg", {}))
-        augment = AugmentConfig(
-            height=ctx.input_size[0],
-            width=ctx.input_size[1],
-            interpolation=self.options.train_interpolation,
-            mean=tuple(default_cfg.get("mean", AugmentConfig.mean)),
-            std=tuple(default_cfg.get("std", AugmentConfig.std)),
-        )
-        dataset = TrainSet(
-            transforms=build_recipe(self.options.recipe, augment).build(),
-            visible=[r.path for r in ctx.records["visible"]],
-            infrared=[r.path for r in ctx.records["infrared"]],
+        return build_train_set(
+            ctx,
+            self.model,
+            recipe=self.options.recipe,
             visible_labels=self.train_labels["visible"],
             infrared_labels=self.train_labels["infrared"],
-            seed=int(ctx.numpy_rng(_AUG_SALT + ctx.dist.rank).integers(2**31)),
+            salt=_AUG_SALT,
+            interpolation=self.options.train_interpolation,
         )
-        dataset.set_epoch(ctx.epoch)
-        return dataset
 
     def _cnl(
         self,
