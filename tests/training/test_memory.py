@@ -175,3 +175,72 @@ def test_instance_memory_matches_per_sample_loop() -> None:
     torch.testing.assert_close(memory.features, expected, rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="indices"):
         memory.update(x[:1], torch.tensor([10]))
+
+
+# ---------------------------------------------------------------------------------------------------
+# SDCL's use of the memories (methods.md §B.3 item 3, §B.4.1, §D item 1; moved from the former
+# tests/training/methods/sdcl/test_sdcl_memory.py when SDCL switched to this module).
+
+
+def _per_sample_loop(
+    bank: torch.Tensor, values: torch.Tensor, slots: torch.Tensor, m: float, *, normalize: bool
+) -> torch.Tensor:
+    bank = bank.clone()
+    for v, s in zip(values, slots.tolist(), strict=True):
+        x = F.normalize(v, dim=0) if normalize else v
+        bank[s] = F.normalize(m * bank[s] + (1 - m) * x, dim=0)
+    return bank
+
+
+def test_sdcl_instance_memory_ema_09_with_raw_features_by_hand() -> None:
+    memory = InstanceMemory(torch.tensor([[1.0, 0.0], [0.0, 3.0]]), momentum=0.9)
+    torch.testing.assert_close(memory.features, torch.tensor([[1.0, 0.0], [0.0, 1.0]]))  # normalised
+    memory.update(torch.tensor([[0.0, 10.0]]), torch.tensor([0]))  # raw f, not normalised
+    expected = F.normalize(torch.tensor([0.9, 1.0]), dim=0)  # 0.9*[1,0] + 0.1*[0,10]
+    torch.testing.assert_close(memory.features[0], expected)
+    torch.testing.assert_close(memory.features[1], torch.tensor([0.0, 1.0]))
+    assert len(memory) == 2  # one row per image: an outlier (DBSCAN −1) keeps its row
+
+
+@pytest.mark.parametrize("kind", ["instance", "cluster"])
+def test_repeated_slots_update_sequentially_in_batch_order(kind: str) -> None:
+    torch.manual_seed(0)
+    bank = F.normalize(torch.randn(5, 4), dim=1)
+    values = torch.randn(12, 4) * 3
+    slots = torch.tensor([1, 3, 1, 1, 0, 3, 4, 1, 0, 2, 2, 1])
+
+    def build() -> ClusterMemory | InstanceMemory:
+        if kind == "instance":  # SDCL: EMA 0.9 with the raw feature
+            return InstanceMemory(bank, momentum=0.9)
+        return ClusterMemory(bank, momentum=0.1)  # cluster momentum with norm(f)
+
+    memory, m = build(), 0.9 if kind == "instance" else 0.1
+    start = memory.features.clone()
+    memory.update(values, slots)
+    expected = _per_sample_loop(start, values, slots, m, normalize=kind == "cluster")
+    torch.testing.assert_close(memory.features, expected, rtol=0, atol=1e-6)
+    reordered = build()
+    reordered.update(values.flip(0), slots.flip(0))
+    assert not torch.allclose(reordered.features, memory.features)  # order matters
+
+
+def test_sdcl_cluster_memory_uses_normalised_rows_and_pre_update_logits() -> None:
+    memory = ClusterMemory(torch.tensor([[2.0, 0.0], [0.0, 1.0]]), temperature=0.05, momentum=0.1)
+    f = torch.tensor([[3.0, 4.0], [0.0, 2.0]], requires_grad=True)
+    y = torch.tensor([0, 0])
+    logits = F.normalize(f.detach(), dim=1) @ torch.eye(2).T / 0.05
+    assert memory.loss(f, y).item() == pytest.approx(F.cross_entropy(logits, y).item())
+    memory.update(f, y)
+    c = F.normalize(0.1 * torch.tensor([1.0, 0.0]) + 0.9 * torch.tensor([0.6, 0.8]), dim=0)
+    c = F.normalize(0.1 * c + 0.9 * torch.tensor([0.0, 1.0]), dim=0)
+    torch.testing.assert_close(memory.features[0], c)
+    torch.testing.assert_close(memory.features[1], torch.tensor([0.0, 1.0]))
+
+
+def test_bad_slots_raise() -> None:
+    with pytest.raises(ValueError, match="indices must be in"):
+        InstanceMemory(torch.ones(2, 2), momentum=0.9).update(torch.ones(1, 2), torch.tensor([2]))
+    with pytest.raises(ValueError, match="targets must be in"):
+        ClusterMemory(torch.ones(2, 2)).update(torch.ones(1, 2), torch.tensor([2]))
+    with pytest.raises(ValueError):
+        ClusterMemory(torch.zeros(0, 4))

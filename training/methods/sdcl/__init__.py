@@ -2,7 +2,9 @@
 
 ``SDCLMethod`` follows the ``ReIDMethod`` protocol; its building blocks are pure functions tested on their
 own: :func:`joint_neighbor_mask` / :func:`neighbor_loss` / :class:`CNLSchedule` (CNL, §B.4.1),
-:func:`collaborative_ranking_association` (CRA, §B.4.2), the memories (§0.4, §B.3) and the P×K streams (§B.2).
+:func:`collaborative_ranking_association` (CRA, §B.4.2) and the P×K streams (§B.2). The cluster and instance
+memories (§0.4, §B.3) are the shared :class:`~vireid.training.memory.ClusterMemory` and
+:class:`~vireid.training.memory.InstanceMemory`.
 """
 
 from vireid.training.methods.sdcl._cnl import CNLSchedule, joint_neighbor_mask, neighbor_loss
@@ -14,7 +16,6 @@ from vireid.training.methods.sdcl._cra import (
     stable_topk,
 )
 from vireid.training.methods.sdcl._features import enable_activation_checkpointing, extract_raw_features
-from vireid.training.methods.sdcl._memory import ClusterMemory, InstanceMemory, sequential_momentum_update
 from vireid.training.methods.sdcl._method import SDCLMethod
 from vireid.training.methods.sdcl._sampling import pk_stream, shard_stream
 
@@ -23,8 +24,6 @@ __all__ = [
     "STAGE_KINDS",
     "CNLSchedule",
     "CRAResult",
-    "ClusterMemory",
-    "InstanceMemory",
     "SDCLConfig",
     "SDCLMethod",
     "SDCLStageConfig",
@@ -35,7 +34,6 @@ __all__ = [
     "joint_neighbor_mask",
     "neighbor_loss",
     "pk_stream",
-    "sequential_momentum_update",
     "shard_stream",
     "stable_topk",
 ]

@@ -5,7 +5,7 @@ Per epoch (:meth:`SDCLMethod.refresh`, §B.3):
 1. Raw flip-averaged ``f_d``, ``f_s`` of every training image, per modality (own patch embedding).
 2. Per modality: ``norm([f_d; f_s])`` → Jaccard (IR ``cluster.k1``; visible the stage's ``rgb_k1``) → DBSCAN.
 3. Instance memories ``I^{m,d}``, ``I^{m,s}`` = normalised raw features of all images, outliers included
-   (EMA 0.9).
+   (EMA 0.9 with the raw features).
 4. Stage ``intra``: four cluster memories ``C^{m,x}`` = norm(centroids of the raw features).
    Stage ``cross``: CRA (§B.4.2) maps visible images into the infrared label space and one shared memory
    per depth is built from the visible (CRA-labelled, DBSCAN outliers included) and infrared members.
@@ -14,11 +14,12 @@ Per epoch (:meth:`SDCLMethod.refresh`, §B.3):
 
 Per step (:meth:`SDCLMethod.training_step`, §B.4.1): ``L = L_cc + w_hom·L_hom + w_het·L_het``; after the
 backward (:meth:`SDCLMethod.after_backward`) the instance memories (raw features, per sample) and the
-cluster memories (normalised features, per sample) are updated in batch order.
+cluster memories (normalised features, per sample) are updated in batch order. Both memory kinds are the
+shared :mod:`vireid.training.memory` ones (``ClusterMemory``, ``InstanceMemory(momentum=0.9)``).
 
 Stage switch (§B.4.3) in :meth:`SDCLMethod.on_stage_start`: the ``reload`` stage option (``last`` by
 default; ``best_unsupervised``; ``checkpoint:PATH`` for the authors' test-set selection). The optimizer
-state is kept, as in the official code.
+state is kept, as in the official code (§B.4.3; the presets set the stage's ``reset_optimizer: false``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from vireid.training.engine._config import TrainConfig, config_from_dict
+from vireid.training.memory import ClusterMemory, InstanceMemory
 from vireid.training.methods._base import (
     MODALITIES,
     PseudoLabels,
@@ -50,7 +52,6 @@ from vireid.training.methods.sdcl._features import (
     enable_activation_checkpointing,
     extract_raw_features,
 )
-from vireid.training.methods.sdcl._memory import ClusterMemory, InstanceMemory
 from vireid.training.methods.sdcl._sampling import pk_stream, shard_stream
 
 __all__ = ["SDCLMethod"]
@@ -107,7 +108,7 @@ class SDCLMethod:
         self.best: dict[str, Any] | None = None
         self._epoch = 0
         self._stage = self.stage_options[0]
-        self._pending: list[tuple[nn.Module, Tensor, Tensor]] = []
+        self._pending: list[tuple[ClusterMemory | InstanceMemory, Tensor, Tensor]] = []
         self._cached: tuple[int, dict[str, RawFeatures]] | None = None
 
     # ------------------------------------------------------------------ protocol
@@ -152,9 +153,9 @@ class SDCLMethod:
         if self._track_best and self._stage.kind == "intra" and ctx.stage_epoch >= 1:
             extras["selection/cra_agreement"] = self._consider(ctx, feats, labels["infrared"])
         self.instance_memories = {
-            _key(m, depth): InstanceMemory(f, labels[m], momentum=self.options.instance_momentum).to(
-                ctx.device
-            )
+            _key(m, depth): InstanceMemory(
+                f, momentum=self.options.instance_momentum, temperature=self.options.neighbor_temperature
+            ).to(ctx.device)
             for m in MODALITIES
             for depth, f in zip(DEPTHS, feats[m], strict=True)
         }
@@ -254,7 +255,7 @@ class SDCLMethod:
         """Instance then cluster memory updates with the last step's rows, in batch order (§B.4.1)."""
         with torch.no_grad():
             for memory, feats, slots in self._pending:
-                memory.update(feats, slots)  # type: ignore[operator]
+                memory.update(feats, slots)
         self._pending = []
 
     def state_dict(self) -> dict[str, Any]:
@@ -495,7 +496,7 @@ class SDCLMethod:
                 return all_gather_cat(x.detach())
             return torch.cat([all_gather_cat(x[:views].detach()), all_gather_cat(x[views:].detach())])
 
-        pending: list[tuple[nn.Module, Tensor, Tensor]] = []
+        pending: list[tuple[ClusterMemory | InstanceMemory, Tensor, Tensor]] = []
         for m, depth in live:
             rows = gather(live[m, depth], m)
             pending.append(
