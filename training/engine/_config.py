@@ -160,12 +160,20 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class StageConfig:
-    """One training stage: ``epochs`` epochs of ``iters`` steps; ``options`` are method-specific."""
+    """One training stage: ``epochs`` epochs of ``iters`` steps; ``options`` are method-specific.
+
+    ``reset_optimizer``: at the start of the stage's first epoch, drop the optimizer's per-parameter state
+    (Adam moments and step counts, SGD momentum buffers), as a fresh optimizer would start, e.g. SALCR's
+    official stage 2 (methods.md §A.5). Parameter groups, weight decay and the per-epoch LR schedule are
+    unchanged. A run resumed later in the stage does not reset again. Default ``False``: the state carries
+    over from the previous stage (SDCL, §B.4.3).
+    """
 
     name: str = "main"
     epochs: int = 1
     iters: int = 100
     options: dict[str, Any] = field(default_factory=dict)
+    reset_optimizer: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.iters < 1:

@@ -232,6 +232,8 @@ class Trainer:
             self._snapshots.pop(epoch - 2, None)
         self.ctx = self._context(epoch)
         if self.ctx.stage_epoch == 0:
+            if self.ctx.stage.reset_optimizer:
+                self.reset_optimizer_state()
             self.method.on_stage_start(self.ctx)
         self.labels = self.method.refresh(self.ctx)
         self.step_in_epoch = 0
@@ -244,6 +246,24 @@ class Trainer:
         self.state.history.append(self._epoch_record(epoch))
         self.state.epoch += 1
         self._emit("after_epoch")
+
+    def reset_optimizer_state(self) -> None:
+        """Clear the optimizer's per-parameter state, as if it had just been built (``reset_optimizer``).
+
+        Adam's moments and step counts (so its bias correction restarts) and SGD's momentum buffers go;
+        the parameter groups with their hyperparameters and ``initial_lr`` stay, and the LR schedule sets
+        ``lr`` per epoch as before. It runs at the start of the stage's first epoch, after the epoch-start
+        snapshot and before anything else of that epoch, so a checkpoint taken at the stage boundary holds
+        the previous stage's state (resuming there resets exactly as an uninterrupted run does) and one
+        taken later holds the new stage's state (resuming mid-stage does not reset again).
+        """
+        cleared = len(self.optimizer.state)
+        self.optimizer.state.clear()
+        logger.info(
+            "stage %s: optimizer state reset (%d parameter states cleared)",
+            self.ctx.stage.name if self.ctx is not None else "?",
+            cleared,
+        )
 
     def _epoch_record(self, epoch: int) -> dict[str, Any]:
         assert self.ctx is not None and self.labels is not None

@@ -111,10 +111,17 @@ def make_trainer(
     iters: int = 5,
     callbacks: tuple[Callback, ...] = (),
     guard: bool = True,
+    reset_optimizer: tuple[int, ...] = (),
     **cfg_kwargs: Any,
 ) -> Trainer:
-    """A Trainer over ``method`` with stages of ``epochs`` and the standard LR/guard/checkpoint callbacks."""
-    stages = tuple(StageConfig(name=f"s{i}", epochs=e, iters=iters) for i, e in enumerate(epochs))
+    """A Trainer over ``method`` with stages of ``epochs`` and the standard LR/guard/checkpoint callbacks.
+
+    ``reset_optimizer`` lists the indices of the stages with ``reset_optimizer=True``.
+    """
+    stages = tuple(
+        StageConfig(name=f"s{i}", epochs=e, iters=iters, reset_optimizer=i in reset_optimizer)
+        for i, e in enumerate(epochs)
+    )
     cfg = TrainConfig(method="fake", stages=stages, **cfg_kwargs)
     optimizer = build_optimizer(cfg.optim, method.parameter_groups())
     standard: list[Callback] = [LRSchedule(cfg.optim)]

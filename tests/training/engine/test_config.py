@@ -95,3 +95,28 @@ def test_shipped_configs_are_valid(name) -> None:
     cfg = load_config(CONFIGS / name, overrides)
     assert isinstance(cfg, TrainConfig) and cfg.method == "baseline"
     config_from_dict(BaselineConfig, cfg.method_options)
+
+
+def test_stage_reset_optimizer_option() -> None:
+    assert StageConfig().reset_optimizer is False
+    cfg = load_config(None, ["stages.0.reset_optimizer=true"])
+    assert cfg.stages[0].reset_optimizer is True
+    assert config_to_dict(cfg)["stages"][0]["reset_optimizer"] is True
+    with pytest.raises(TypeError, match=r"reset_optimizer: expected bool"):
+        load_config(None, ["stages.0.reset_optimizer=1"])
+
+
+@pytest.mark.parametrize(
+    ("name", "reset"),
+    [
+        ("salcr_sysu.yaml", True),  # the official stage 2 is a second run with a fresh Adam (§A.5)
+        ("salcr_regdb.yaml", True),
+        ("salcr_tiny.yaml", True),
+        ("sdcl_sysu.yaml", False),  # SDCL keeps the SGD state across the stage switch (§B.4.3)
+        ("sdcl_regdb.yaml", False),
+        ("sdcl_tiny.yaml", False),
+    ],
+)
+def test_presets_reset_the_optimizer_per_method(name: str, reset: bool) -> None:
+    cfg = load_config(CONFIGS / name, [] if "tiny" in name else ["data.root=somewhere"])
+    assert [(s.name, s.reset_optimizer) for s in cfg.stages] == [("intra", False), ("cross", reset)]

@@ -65,3 +65,42 @@ def test_kill_mid_epoch_then_resume_is_bit_exact(tmp_path, synthetic_root, stop_
     assert resumed.history == full.history  # same losses, cluster counts and eval numbers
     pictures = sorted(p.name for p in (tmp_path / "killed" / "eval" / "epoch_0002").iterdir())
     assert {"cmc.png", "rank_list.png", "results.json"} <= set(pictures)
+
+
+def test_resume_around_an_optimizer_reset_is_bit_exact(tmp_path, synthetic_root, stop_at, caplog) -> None:
+    """Stage ``b`` has ``reset_optimizer``: a kill at the stage boundary resumes into the same reset,
+    a kill later in the stage resumes without a second reset; both end as the uninterrupted run."""
+    stages = "stages=[{name: a, epochs: 1, iters: 2}, {name: b, epochs: 2, iters: 2, reset_optimizer: true}]"
+    cfg = load_config(
+        CONFIG,
+        [
+            f"data.root={synthetic_root}",
+            stages,
+            "method_options.clusters_per_batch=2",
+            "cluster.k1=6",
+            "cluster.k2=2",
+            "eval.every=0",
+            "logging.progress=false",
+        ],
+    )
+    assert [s.reset_optimizer for s in cfg.stages] == [False, True]
+    caplog.set_level("INFO")
+    full = train(cfg, run_dir=tmp_path / "full")
+    assert sum("optimizer state reset" in r.getMessage() for r in caplog.records) == 1
+    reference = load_checkpoint(last_checkpoint(tmp_path / "full"))
+    for name, epoch, step, resets in (("boundary", 1, 0, 1), ("mid_stage", 2, 1, 0)):
+        run_dir = tmp_path / name
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, run_dir=run_dir, extra_callbacks=[stop_at(epoch=epoch, step=step)])
+        saved = load_checkpoint(last_checkpoint(run_dir))
+        assert saved["epoch"] == epoch
+        # Adam steps in the checkpoint: stage a's 2 at the boundary, 2 since the reset mid-stage
+        assert {int(s["step"]) for s in saved["optimizer"]["state"].values()} == {2}
+        caplog.clear()
+        resumed = train(cfg, run_dir=run_dir, resume=True)
+        assert sum("optimizer state reset" in r.getMessage() for r in caplog.records) == resets, name
+        ours = load_checkpoint(last_checkpoint(run_dir))
+        for key in ("model", "optimizer", "method_state", "epoch"):
+            _tensors_equal(reference[key], ours[key], f"{name}: {key}")
+        assert resumed.global_step == full.global_step == 6
+        assert resumed.history == full.history

@@ -12,6 +12,7 @@ from vireid.training.engine import (
     NonFiniteLossError,
     OptimConfig,
     Trainer,
+    build_optimizer,
     load_checkpoint,
     lr_factor,
 )
@@ -159,3 +160,97 @@ def test_lr_applied_per_epoch(tmp_path, fake_method, trainer_factory) -> None:
     optim = OptimConfig(lr=1e-2, milestones=(1, 3))
     trainer_factory(fake_method(), run_dir=tmp_path, callbacks=(Probe(),), optim=optim).fit()
     assert lrs == pytest.approx([1e-2, 1e-3, 1e-3, 1e-4])
+
+
+class OptimizerProbe(Callback):
+    """Records ``(epoch, parameter states, Adam step counts)`` before the first step of every epoch."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int, set[int]]] = []
+
+    def before_step(self, trainer: Trainer) -> None:
+        if trainer.step_in_epoch == 0:
+            state = trainer.optimizer.state
+            steps = {int(s["step"]) for s in state.values()}
+            self.seen.append((trainer.state.epoch, len(state), steps))
+
+
+class FreshOptimizerAt(Callback):
+    """Reference for a reset: swaps in a newly built optimizer (same groups, this epoch's LR) at ``epoch``."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def before_epoch(self, trainer: Trainer) -> None:
+        if trainer.state.epoch != self.epoch:
+            return
+        fresh = build_optimizer(trainer.cfg.optim, trainer.method.parameter_groups())
+        for new, old in zip(fresh.param_groups, trainer.optimizer.param_groups, strict=True):
+            new["lr"] = old["lr"]
+        trainer.optimizer = fresh
+
+
+def test_reset_optimizer_at_stage_start_equals_a_fresh_optimizer(
+    tmp_path, fake_method, trainer_factory
+) -> None:
+    probe = OptimizerProbe()
+    optim = OptimConfig(milestones=(1, 3))  # the LR schedule keeps running through the reset
+    reset = trainer_factory(
+        fake_method(), run_dir=tmp_path / "reset", reset_optimizer=(1,), callbacks=(probe,), optim=optim
+    )
+    reset.fit()
+    params = len(list(reset.model.parameters()))
+    # stage s0 = epochs 0-1, s1 = epochs 2-3, 5 steps each: s1 starts empty and counts from 0 again
+    assert probe.seen == [(0, 0, set()), (1, params, {5}), (2, 0, set()), (3, params, {5})]
+    assert reset.method.stage_starts == [0, 2]  # type: ignore[attr-defined]
+
+    fresh = trainer_factory(
+        fake_method(), run_dir=tmp_path / "fresh", callbacks=(FreshOptimizerAt(2),), optim=optim
+    )
+    fresh.fit()
+    _assert_same_state(reset, fresh)
+    assert reset.state.history == fresh.state.history
+    ours, theirs = reset.optimizer.state_dict(), fresh.optimizer.state_dict()
+    assert ours["param_groups"] == theirs["param_groups"]  # same groups, hyperparameters and LR
+    assert {int(s["step"]) for s in ours["state"].values()} == {10}  # counted from the reset
+    assert {int(s["step"]) for s in theirs["state"].values()} == {10}
+
+    kept = trainer_factory(fake_method(), run_dir=tmp_path / "kept", optim=optim)
+    kept.fit()
+    assert not torch.equal(kept.model.body[0].weight, reset.model.body[0].weight)  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("epoch", "step", "resets"),
+    [
+        (2, 0, 1),  # killed at the stage boundary: the checkpoint holds stage s0's moments
+        (2, 3, 1),  # killed inside the stage's first epoch: same checkpoint, the reset is redone
+        (3, 2, 0),  # killed mid-stage: the checkpoint holds s1's moments, no second reset
+    ],
+)
+def test_resume_with_reset_optimizer_is_bit_exact(
+    tmp_path, fake_method, trainer_factory, stop_at, caplog, epoch, step, resets
+) -> None:
+    full = trainer_factory(fake_method(), run_dir=tmp_path / "full", reset_optimizer=(1,))
+    full.fit()
+    killed = trainer_factory(
+        fake_method(),
+        run_dir=tmp_path / "killed",
+        reset_optimizer=(1,),
+        callbacks=(stop_at(epoch=epoch, step=step),),
+    )
+    with pytest.raises(KeyboardInterrupt):
+        killed.fit()
+    ckpt = load_checkpoint(tmp_path / "killed" / "checkpoints" / "last.pt")
+    assert ckpt["epoch"] == epoch
+    assert {int(s["step"]) for s in ckpt["optimizer"]["state"].values()} == {10 if epoch == 2 else 5}
+
+    resumed = trainer_factory(fake_method(), run_dir=tmp_path / "killed", reset_optimizer=(1,))
+    torch.manual_seed(12345)  # a different process state must not matter
+    resumed.load_state(ckpt)
+    with caplog.at_level(logging.INFO):
+        resumed.fit()
+    assert sum("optimizer state reset" in r.getMessage() for r in caplog.records) == resets
+    assert resumed.state.global_step == full.state.global_step == 20
+    assert resumed.state.history == full.state.history
+    _assert_same_state(full, resumed)

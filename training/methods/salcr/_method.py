@@ -17,9 +17,10 @@ Two phases, run as two stages of one Trainer run (house-style §16):
 
 ``refresh`` returns the DBSCAN labels (they define the clusters and the memories; the collapse guard watches
 them) and the OT cross labels; the re-assigned training targets are kept by the method. Memory updates run
-after the backward in random order (``cross=True``, §0.4). Deviations: the official stage 2 is a second run
-with a fresh Adam; here the trunk's Adam moments carry over from stage 1 (the engine owns the optimizer).
-Under DDP every rank extracts the stage-2 features itself (no sharding of that pass).
+after the backward in random order (``cross=True``, §0.4). The official stage 2 is a second run with a fresh
+Adam; the presets reproduce that with ``reset_optimizer: true`` on the cross stage (the engine clears the
+Adam moments and step counts at the stage start; with ``false`` the trunk's moments carry over from stage 1).
+Deviation: under DDP every rank extracts the stage-2 features itself (no sharding of that pass).
 """
 
 from __future__ import annotations
