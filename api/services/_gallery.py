@@ -93,7 +93,7 @@ class GalleryStatsResult:
 
     def by_modality(self) -> dict[str, int]:
         """Counts per modality (both modalities present, zero when empty)."""
-        counts = dict.fromkeys(MODALITIES, 0)
+        counts: dict[str, int] = dict.fromkeys(MODALITIES, 0)
         for _, modality, count in self.by_camera:
             counts[modality] = counts.get(modality, 0) + count
         return counts
@@ -282,14 +282,23 @@ class GalleryService:
                 ctx.repository.delete(session=session, id=item_id)
                 session.commit()
             if version == ctx.model_version:
-                ctx.index(modality).remove(np.asarray([item_id], dtype=np.int64))
-                ctx.save(modality)
+                stored = _stored_modality(modality)
+                ctx.index(stored).remove(np.asarray([item_id], dtype=np.int64))
+                ctx.save(stored)
 
     def stats(self) -> GalleryStatsResult:
         """Counts per (camera, modality) of the items embedded by the loaded model."""
         with self._ctx.session() as session:
             rows = self._ctx.repository.stats(session=session, model_version=self._ctx.model_version)
         return GalleryStatsResult(self._ctx.model_version, _stats_rows(rows))
+
+
+def _stored_modality(value: str) -> Modality:
+    """The modality of a stored row (the database allows only these two; ValueError for any other)."""
+    for modality in MODALITIES:
+        if value == modality:
+            return modality
+    raise ValueError(f"modality must be one of {MODALITIES}, got {value!r}")
 
 
 def _stats_rows(rows: Mapping[tuple[str, str], int]) -> list[tuple[str, str, int]]:

@@ -74,7 +74,7 @@ def llcm(root: str | Path, *, split: Literal["train", "test"] = "train") -> list
     records = [
         record
         for modality in ("visible", "infrared")
-        for record in _llcm_modality(base, split=split, modality=modality)  # type: ignore[arg-type]
+        for record in _llcm_modality(base, split=split, modality=modality)
     ]
     logger.debug("LLCM %s: %d images", split, len(records))
     return sort_records(records)

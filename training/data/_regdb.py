@@ -72,7 +72,7 @@ def regdb(root: str | Path, *, trial: int, split: Literal["train", "test"] = "tr
     records = [
         record
         for modality in ("visible", "infrared")
-        for record in _regdb_modality(base, trial=trial, split=split, modality=modality)  # type: ignore[arg-type]
+        for record in _regdb_modality(base, trial=trial, split=split, modality=modality)
     ]
     logger.debug("RegDB trial %d %s: %d images", trial, split, len(records))
     return sort_records(records)

@@ -304,7 +304,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             except (TypeError, ValueError, KeyError) as exc:
                 errors.append(str(exc))
         raise TypeError(f"{where}: expected {_type_name(tp)}, got {value!r}")
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, Mapping):

@@ -128,7 +128,8 @@ class _TrainForward(nn.Module):
         self.model = model
 
     def forward(self, *args: Any, **kwargs: Any) -> dict[str, Tensor]:
-        return self.model.forward_train(*args, **kwargs)  # type: ignore[operator]
+        out: dict[str, Tensor] = self.model.forward_train(*args, **kwargs)  # type: ignore[operator]
+        return out
 
 
 class Trainer:
@@ -309,7 +310,7 @@ class Trainer:
         if broadcast_flag(not bool(torch.isfinite(loss.detach())), self.device):
             raise NonFiniteLossError(self.state.epoch, self.step_in_epoch, values)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         self.optimizer.step()
         self.method.after_backward()
         for name, value in values.items():

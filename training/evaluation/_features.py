@@ -84,7 +84,7 @@ def _load_rgb(path: Path) -> Image.Image:
         raise ValueError(f"cannot decode image {path}: {exc}") from exc
 
 
-class _ImageDataset(Dataset):
+class _ImageDataset(Dataset[torch.Tensor]):
     def __init__(self, paths: Sequence[Path], transform: Transform) -> None:
         self.paths = list(paths)
         self.transform = transform

@@ -162,7 +162,8 @@ def sysu_camera_mask(q_camids: np.ndarray, g_camids: np.ndarray) -> np.ndarray:
     """
     q = np.asarray(q_camids).reshape(-1)
     g = np.asarray(g_camids).reshape(-1)
-    return (q == SYSU_FILTER_QUERY_CAMERA)[:, None] & (g == SYSU_FILTER_GALLERY_CAMERA)[None, :]
+    mask: np.ndarray = (q == SYSU_FILTER_QUERY_CAMERA)[:, None] & (g == SYSU_FILTER_GALLERY_CAMERA)[None, :]
+    return mask
 
 
 def same_camera_mask(
@@ -179,7 +180,8 @@ def same_camera_mask(
     """
     same_pid = np.asarray(q_pids).reshape(-1)[:, None] == np.asarray(g_pids).reshape(-1)[None, :]
     same_cam = np.asarray(q_camids).reshape(-1)[:, None] == np.asarray(g_camids).reshape(-1)[None, :]
-    return same_pid & same_cam
+    mask: np.ndarray = same_pid & same_cam
+    return mask
 
 
 def _check_inputs(
@@ -223,7 +225,8 @@ def _dedup_rank(
     np.put_along_axis(by_gallery, order, filtered, axis=1)
     by_code, starts = groups
     first_of_identity = np.minimum.reduceat(by_gallery[:, by_code], starts, axis=1)  # (C, identities)
-    return (first_of_identity < filtered[rows, first_hit][:, None]).sum(axis=1)
+    rank: np.ndarray = (first_of_identity < filtered[rows, first_hit][:, None]).sum(axis=1)
+    return rank
 
 
 def _rank_block(

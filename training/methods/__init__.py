@@ -54,4 +54,5 @@ def build_method(cfg: TrainConfig, *, model: nn.Module | None = None) -> ReIDMet
         from vireid.training.models import build_model
 
         model = build_model(cfg.model.arch, variant=cfg.model.variant, pretrained=cfg.model.pretrained)
-    return METHODS[cfg.method](cfg, model)
+    method: ReIDMethod = METHODS[cfg.method](cfg, model)
+    return method

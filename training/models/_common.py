@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, cast
 
 import torch
 from torch import Tensor, nn
@@ -102,4 +102,5 @@ class ExtractModule(nn.Module):
         Returns:
             (B, D) float32 per-view embedding (before flip averaging).
         """
-        return self.model.extract(x, self.modality)  # type: ignore[operator]
+        # ``model`` is held as an nn.Module (so it is a registered submodule); it implements ReIDModel.
+        return cast(ReIDModel, self.model).extract(x, self.modality)

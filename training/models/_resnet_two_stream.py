@@ -96,7 +96,7 @@ def conv2d(in_channels: int, out_channels: int, *, kernel_size: int, stride: int
 
     Built with ``skip_init`` so the default init does not run first (keeps building the full model fast).
     """
-    conv = torch.nn.utils.skip_init(
+    conv: nn.Conv2d = torch.nn.utils.skip_init(  # type: ignore[no-untyped-call]  # torch leaves it unannotated
         nn.Conv2d, in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, bias=False
     )
     nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
@@ -129,7 +129,8 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        result: Tensor = self.relu(out + identity)
+        return result
 
 
 class Stem(nn.Module):
@@ -144,7 +145,8 @@ class Stem(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) → (B, channels, H/4, W/4)."""
-        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        out: Tensor = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return out
 
 
 class Trunk(nn.Module):
@@ -163,7 +165,8 @@ class Trunk(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, stem, H/4, W/4) → (B, C, H4, W4); 288×144 input gives (B, 2048, 18, 9)."""
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        out: Tensor = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return out
 
 
 def gem_pool(x: Tensor, *, p: float, eps: float) -> Tensor:
@@ -298,15 +301,18 @@ class TwoStreamResNet50(nn.Module):
         """
         check_images(x)
         stem = self.visible_stem if check_modality(modality) == "visible" else self.thermal_stem
-        return self.trunk(stem(x))
+        feature_map: Tensor = self.trunk(stem(x))
+        return feature_map
 
     def _global(self, feature_map: Tensor) -> Tensor:
         """(B, C, H, W) → f_g (B, C): GeM then BN-neck."""
-        return self.bottleneck(gem_pool(feature_map, p=self.cfg.gem_p, eps=self.cfg.gem_eps))
+        f_g: Tensor = self.bottleneck(gem_pool(feature_map, p=self.cfg.gem_p, eps=self.cfg.gem_eps))
+        return f_g
 
     def _parts(self, prototypes: Tensor, stripes: Tensor) -> Tensor:
         """Query ``stripes`` (B, P, L, C) with ``prototypes`` (B, P, C) → (B, P·C) after the part BN."""
-        return self.bottleneck_part(query_attention(prototypes, stripes).flatten(1))
+        parts: Tensor = self.bottleneck_part(query_attention(prototypes, stripes).flatten(1))
+        return parts
 
     def forward_train(self, x_rgb: Tensor, x_ir: Tensor, *, with_parts: bool = True) -> dict[str, Tensor]:
         """Training forward over the paired batch ``[V; A; R]`` (methods.md §A.1 items 3–4).

@@ -93,7 +93,9 @@ def linear(in_features: int, out_features: int, *, bias: bool = True, std: float
 
     Built with ``skip_init`` so PyTorch's default init does not run first (keeps the full build fast).
     """
-    layer = torch.nn.utils.skip_init(nn.Linear, in_features, out_features, bias=bias)
+    layer: nn.Linear = torch.nn.utils.skip_init(  # type: ignore[no-untyped-call]  # torch leaves it unannotated
+        nn.Linear, in_features, out_features, bias=bias
+    )
     nn.init.trunc_normal_(layer.weight, std=std)
     if layer.bias is not None:
         nn.init.zeros_(layer.bias)
@@ -138,7 +140,8 @@ class PatchEmbedICS(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) → (B, (H/16)·(W/16), D) tokens in row-major order."""
-        return self.proj(self.conv(x)).flatten(2).transpose(1, 2)
+        tokens: Tensor = self.proj(self.conv(x))
+        return tokens.flatten(2).transpose(1, 2)
 
 
 class DropPath(nn.Module):
@@ -175,7 +178,8 @@ class Attention(nn.Module):
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
         attn = torch.softmax((q @ k.transpose(-2, -1)) * self.scale, dim=-1)
-        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, d))
+        out: Tensor = self.proj((attn @ v).transpose(1, 2).reshape(b, n, d))
+        return out
 
 
 class Mlp(nn.Module):
@@ -189,7 +193,8 @@ class Mlp(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, N, D) → (B, N, D)."""
-        return self.fc2(self.act(self.fc1(x)))
+        out: Tensor = self.fc2(self.act(self.fc1(x)))
+        return out
 
 
 class Block(nn.Module):
@@ -207,7 +212,8 @@ class Block(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """(B, N, D) → (B, N, D)."""
         x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        out: Tensor = x + self.drop_path(self.mlp(self.norm2(x)))
+        return out
 
 
 class SDCLTrainOutput(TypedDict):

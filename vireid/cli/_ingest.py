@@ -74,7 +74,7 @@ def _scan(args: argparse.Namespace) -> tuple[list[IngestRecord], list[IngestFail
 
 
 def _summary(report: IngestReport, failures: list[IngestFailure]) -> dict[str, Any]:
-    failed = [{"source": f.source, "reason": f.reason} for f in failures]
+    failed: list[dict[str, str | None]] = [{"source": f.source, "reason": f.reason} for f in failures]
     failed += [{"source": o.source, "reason": o.reason} for o in report.failed]
     return {
         "added": report.added,

@@ -76,7 +76,8 @@ def cmfp(features_a: Tensor, features_b: Tensor, *, k: int, block_size: int = 40
     out = []
     for source in (a, b):
         fused = [
-            _propagate_rows(rows, a, k) + _propagate_rows(rows, b, k) for rows in source.split(block_size)
+            _propagate_rows(rows, a, k) + _propagate_rows(rows, b, k)
+            for rows in torch.split(source, block_size)
         ]
         out.append(F.normalize(torch.cat(fused), dim=1))
     return out[0], out[1]

@@ -81,7 +81,8 @@ def dagl_loss(
     Returns:
         Scalar loss.
     """
-    return memory_v.loss(f_g, rgb_space) + memory_r.loss(f_g, ir_space)  # type: ignore[attr-defined]
+    loss: Tensor = memory_v.loss(f_g, rgb_space) + memory_r.loss(f_g, ir_space)  # type: ignore[attr-defined]
+    return loss
 
 
 @dataclass(frozen=True)

@@ -137,7 +137,7 @@ class SALCRMethod:
         re-create the part head (§A.1), keeping the parameter objects the optimizer holds."""
         if ctx.epoch == 0 and self.options.share_stem_init:
             with torch.no_grad():
-                self.model.thermal_stem.load_state_dict(self.model.visible_stem.state_dict())  # type: ignore[union-attr,operator]
+                self.model.thermal_stem.load_state_dict(self.model.visible_stem.state_dict())  # type: ignore[union-attr]
             logger.info("share_stem_init: thermal stem initialised from the visible stem")
         if self.phases[ctx.stage_index] == "cross" and self.options.reset_part_head:
             reset_part_head_in_place(self.model)
