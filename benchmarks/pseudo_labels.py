@@ -4,7 +4,14 @@ Each case runs in a fresh subprocess, so its peak RSS (``ru_maxrss`` of that pro
 per case::
 
     pseudo_labels N=20000 D=2048 device=cpu impl=sparse jaccard_s=... dbscan_s=... total_s=... \
-        peak_rss_mb=... clusters=... outliers=... stored_per_row=...
+        peak_rss_mb=... clusters=... outliers=... cpu_s=... stored_per_row=... rss_before_mb=... \
+        warmup_s=... jit=cached
+
+Before the timed step, the sparse implementation is run once on 256 points (``warmup_s``): that first call
+loads the numba kernels from their on-disk cache (``jit=cached``, about a second) or compiles them
+(``jit=compiled``, tens of seconds, once per installation and source change). ``--breakdown`` adds a line
+of per-step wall / CPU seconds (kNN, encoding, query expansion, Jaccard, DBSCAN), timed by calling the
+module's private step functions in the order :func:`jaccard_distance` does.
 
 Features are synthetic and clustered: ``N // per_centre`` Gaussian centres, ``per_centre`` points each with
 isotropic noise (``noise`` = noise std relative to the centre's per-dimension std), plus a ``background``
@@ -13,6 +20,7 @@ fraction of unclustered points, all L2-normalised.
 Usage::
 
     OMP_NUM_THREADS=2 python benchmarks/pseudo_labels.py                  # N = 5k, 20k, 34k, CPU (+ CUDA)
+    OMP_NUM_THREADS=2 python benchmarks/pseudo_labels.py --sizes 20000 --breakdown  # + per-step times
     python benchmarks/pseudo_labels.py --sizes 20000 --reference          # also time the dense reference
 """
 
@@ -64,6 +72,53 @@ def _load_reference() -> Any:
     return module
 
 
+def warm_up(dim: int, device: str) -> dict[str, Any]:
+    """Load (or compile) the numba kernels and run the sparse implementation once on 256 points.
+
+    Returns ``warmup_s`` (seconds) and ``jit``: ``compiled`` if a kernel was not in numba's disk cache.
+    """
+    from vireid.training import _pseudo_label_kernels as kernels
+    from vireid.training.pseudo_labels import dbscan_pseudo_labels, jaccard_distance
+
+    x = make_features(256, dim, per_centre=8, noise=1.0, background=0.05, seed=1, device=device)
+    t0 = time.perf_counter()
+    kernels.warm_up()
+    dbscan_pseudo_labels(jaccard_distance(x), 0.6)
+    seconds = time.perf_counter() - t0
+    dispatchers = [getattr(kernels, name) for name in kernels.__all__ if name != "warm_up"]
+    compiled = any(sum(d.stats.cache_misses.values()) for d in dispatchers)
+    return {"warmup_s": seconds, "jit": "compiled" if compiled else "cached"}
+
+
+def time_steps(x: Any, case: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """(wall, CPU) seconds of each step, calling the private steps in the order ``jaccard_distance`` does."""
+    import torch
+
+    from vireid.training import pseudo_labels as pl
+
+    out: dict[str, tuple[float, float]] = {}
+
+    def timed(name: str, fn: Any, *args: Any) -> Any:
+        t0, c0 = time.perf_counter(), time.process_time()
+        result = fn(*args)
+        out[name] = (time.perf_counter() - t0, time.process_time() - c0)
+        return result
+
+    feats = timed("validate", pl._as_features, x)
+    block = pl.KNN_BLOCK_CUDA if feats.is_cuda else pl.KNN_BLOCK_CPU
+    with torch.no_grad(), pl._numba_threads(torch.get_num_threads()):
+        sims, rank = timed("knn", lambda: pl._exact_knn(feats, case["k1"], block_size=block))
+        encode_threads = torch.get_num_threads() if feats.is_cuda else pl.ENCODE_THREADS_CPU
+        with pl._torch_threads(encode_threads):
+            v = timed("encode", pl._encode, feats, sims, rank, case["k1"])
+        if case["k2"] != 1:
+            v = timed("qexp", pl._query_expansion, v, rank.cpu().numpy(), case["k2"])
+        pl._release_free_heap()
+        dist = timed("jaccard", pl._jaccard_csr, v)
+    timed("dbscan", pl.dbscan_pseudo_labels, dist, case["eps"])
+    return out
+
+
 def run_case(case: dict[str, Any]) -> dict[str, Any]:
     """Run one case in this process and return its measurements."""
     import numpy as np
@@ -71,6 +126,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
 
     from vireid.training.pseudo_labels import dbscan_pseudo_labels, jaccard_distance
 
+    warm = warm_up(case["dim"], case["device"]) if case["impl"] == "sparse" else {}
     x = make_features(
         case["n"],
         case["dim"],
@@ -96,7 +152,8 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
         labels = dbscan_pseudo_labels(dist, case["eps"])
         stored = dist.nnz / case["n"]
     t2 = time.perf_counter()
-    return {
+    result = {
+        **warm,
         "cpu_s": time.process_time() - c0,
         "jaccard_s": t1 - t0,
         "dbscan_s": t2 - t1,
@@ -107,6 +164,9 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
         "outliers": int(np.sum(labels < 0)),
         "stored_per_row": stored,
     }
+    del dist  # the breakdown re-runs every step (after the peak RSS was read)
+    result["steps"] = time_steps(x, case) if case.get("breakdown") and case["impl"] == "sparse" else {}
+    return result
 
 
 def format_line(case: dict[str, Any], result: dict[str, Any]) -> str:
@@ -117,6 +177,11 @@ def format_line(case: dict[str, Any], result: dict[str, Any]) -> str:
         f"clusters={result['clusters']} outliers={result['outliers']} "
         f"cpu_s={result['cpu_s']:.1f} stored_per_row={result['stored_per_row']:.0f} "
         f"rss_before_mb={result['rss_before_mb']:.0f}"
+        + (f" warmup_s={result['warmup_s']:.2f} jit={result['jit']}" if "warmup_s" in result else "")
+        + "".join(
+            f"\n    step {name}: wall_s={wall:.2f} cpu_s={cpu:.2f}"
+            for name, (wall, cpu) in result["steps"].items()
+        )
     )
 
 
@@ -135,6 +200,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eps", type=float, default=0.6)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reference", action="store_true", help="also time the dense loop reference (CPU)")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="after the timed step, time each step once more (private API)",
+    )
     parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: JSON case for the child process
     return parser.parse_args(argv)
 
@@ -159,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         "k2": args.k2,
         "eps": args.eps,
         "seed": args.seed,
+        "breakdown": args.breakdown,
     }
     cases = [{**base, "n": n, "device": d, "impl": "sparse"} for n in args.sizes for d in devices]
     if args.reference:

@@ -4,28 +4,40 @@ This is the clustering step shared by SALCR, SDCL and ADCA (methods.md §0.3, §
 original k-reciprocal re-ranking recipe; the implementation is vectorised and memory-bounded:
 
 * exact kNN by blocked ``torch.mm`` (each block product is used for both row blocks, so only the upper
-  triangle of ``X·Xᵀ``) with a running top-k;
+  triangle of ``X·Xᵀ``) with a running top-k, updated by numba insertion kernels on the CPU (only values
+  above a row's current k-th are inserted) and by ``torch.topk`` merges on CUDA;
 * k-reciprocal sets and the expansion rule on the padded ``(N, k1)`` neighbour table;
 * the encoding ``V`` and its query expansion as sparse row lists;
-* the Jaccard overlap ``Σ_k min(V_ik, V_jk)`` only for pairs that share a support column, via the inverted
-  index (pair generation on the upper triangle, summed in a bounded dense accumulator).
+* the Jaccard overlap ``Σ_k min(V_ik, V_jk)`` only for pairs that share a support column: numba kernels
+  walk the inverted index (CSC) of V for the pairs ``j >= i`` of each row, sum them in a per-thread dense
+  float64 accumulator, and write the distances straight into the symmetric CSR (a count pass sizes it, a
+  fill pass writes the upper triangle, a mirror pass copies it below the diagonal).
 
 The result is a sparse CSR matrix: an absent entry means distance 1.0 (no shared support), a stored entry
 may be an explicit 0.0 (e.g. the diagonal). For a CUDA tensor input, kNN and encoding run on
-the GPU; query expansion, the Jaccard sums (numpy/scipy) and DBSCAN (sklearn) run on the CPU.
+the GPU; query expansion, the Jaccard sums (numpy/scipy/numba) and DBSCAN (sklearn) run on the CPU. The
+numba kernels (:mod:`vireid.training._pseudo_label_kernels`) use as many threads as torch
+(``torch.get_num_threads()``); their first call in a process loads them from numba's disk cache (about a
+second) or compiles them (tens of seconds, once per installation).
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 import torch
 from sklearn.cluster import DBSCAN
+
+from vireid.training import _pseudo_label_kernels as kernels
 
 __all__ = [
     "PseudoLabels",
@@ -44,12 +56,23 @@ KNN_BLOCK_CPU = 2048
 KNN_BLOCK_CUDA = 8192
 #: Upper bound on the elements of one temporary work tensor (rows x candidates x ...).
 WORK_ELEMENTS = 1 << 22
-#: Upper bound on the cells of the dense pair accumulator (rows x N).
+#: Upper bound on the cells of a dense (rows x N) work map of the encoding step.
 ACCUMULATOR_CELLS = 1 << 22
+#: torch intra-op threads of the encoding step on the CPU. Its ~30 small ops per row chunk gain little from
+#: threads, and on a busy machine each parallel region can wait a scheduler time slice for a descheduled
+#: thread: at N = 20k on 2 loaded cores it took 0.7-0.9 s single-threaded and 5-22 s with 2 threads.
+ENCODE_THREADS_CPU = 1
+#: Row chunks per numba thread in the Jaccard kernels (equal estimated cost; more = finer load balance).
+JACCARD_CHUNKS_PER_THREAD = 16
 #: Tolerance on ``| ||x|| - 1 |`` when checking that the features are L2-normalised.
 NORM_TOLERANCE = 1e-3
 
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
+_KERNEL_LOCK = threading.RLock()
+try:
+    _MALLOC_TRIM: Any = ctypes.CDLL(None).malloc_trim  # the process's own symbols (glibc on Linux)
+except (OSError, AttributeError, TypeError):  # not glibc
+    _MALLOC_TRIM = None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -166,7 +189,10 @@ def _update_topk(vals: torch.Tensor, idx: torch.Tensor, block: torch.Tensor, off
 def _exact_knn(x: torch.Tensor, k: int, *, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact inner-product kNN of every row against all rows, self included (methods.md §0.3 step 1).
 
-    Each block product ``X_a·X_bᵀ`` (b >= a) updates the rows of block a and, transposed, of block b.
+    Each block product ``X_a·X_bᵀ`` (b >= a) updates the rows of block a and, transposed, of block b. On the
+    CPU the running top-k is updated by the numba insertion kernels; every row then meets its candidates in
+    ascending index order, so equal similarities keep the lower index first. On CUDA it is updated by
+    ``torch.topk`` merges (tie order unspecified).
 
     Args:
         x: (N, D) float32 L2-normalised features.
@@ -186,9 +212,15 @@ def _exact_knn(x: torch.Tensor, k: int, *, block_size: int) -> tuple[torch.Tenso
         for b in starts[pos:]:
             b_end = min(b + block_size, n)
             sim = x[a:a_end] @ x[b:b_end].T
-            _update_topk(vals[a:a_end], idx[a:a_end], sim, b)
+            if x.is_cuda:
+                _update_topk(vals[a:a_end], idx[a:a_end], sim, b)
+                if b != a:
+                    _update_topk(vals[b:b_end], idx[b:b_end], sim.T, a)
+                continue
+            sim_np = sim.numpy()
+            kernels.topk_rows(sim_np, b, vals[a:a_end].numpy(), idx[a:a_end].numpy())
             if b != a:
-                _update_topk(vals[b:b_end], idx[b:b_end], sim.T, a)
+                kernels.topk_cols(sim_np, a, vals[b:b_end].numpy(), idx[b:b_end].numpy())
     return vals, idx
 
 
@@ -311,103 +343,90 @@ def _query_expansion(v: sp.csr_array, rank: np.ndarray, k2: int) -> sp.csr_array
     return out
 
 
-def _budget_chunks(cost_per_row: np.ndarray, budget: int, max_rows: int) -> list[tuple[int, int]]:
-    """Split rows into consecutive chunks of total cost <= budget and <= max_rows rows (>= 1 row each)."""
-    cum = np.cumsum(cost_per_row)
-    n, chunks, a = cum.size, [], 0
-    while a < n:
-        base = cum[a - 1] if a else 0
-        b = int(np.searchsorted(cum, base + budget, side="right"))
-        b = min(max(b, a + 1), a + max_rows, n)
-        chunks.append((a, b))
-        a = b
-    return chunks
+def _cost_chunks(cost: np.ndarray, num_chunks: int) -> np.ndarray:
+    """(C + 1,) int64 boundaries of at most ``num_chunks`` consecutive row chunks of about equal cost."""
+    cum = np.cumsum(cost, dtype=np.float64)
+    targets = cum[-1] * np.arange(1, num_chunks) / num_chunks
+    inner = np.searchsorted(cum, targets, side="right")
+    return np.unique(np.concatenate([[0], inner, [cost.size]])).astype(np.int64)
 
 
-@dataclass
-class _UpperChunk:
-    """Jaccard distances of rows ``a:b`` against columns ``j >= i`` (CSR block, column-sorted)."""
+def _jaccard_csr(v: sp.csr_array) -> sp.csr_array:
+    """Symmetric Jaccard distances (step 6) of all pairs that share a support column of V.
 
-    a: int
-    indptr: np.ndarray
-    cols: np.ndarray
-    dist: np.ndarray
+    ``s_ij = Σ_k min(V_ik, V_jk)`` is summed (float64, columns ascending) by the numba kernels for the
+    pairs ``j >= i`` through the inverted index of V, then ``d = max(1 - s / (2 - s), 0)`` as float32.
+    A count pass sizes the output; the fill pass writes each row's upper entries after its mirrored slots;
+    the mirror pass copies ``(i, j)`` to ``(j, i)``. Row r = [mirrored entries (cols < r, ascending) | own
+    upper entries (cols >= r)], so the indices come out sorted without a sort.
 
+    Args:
+        v: (N, N) float32 CSR with non-negative values and sorted column indices per row.
 
-def _inverted_index(v: sp.csr_array) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """CSC view of V: (col_ptr, rows, values) and, per CSR entry, its position in CSC order."""
-    ids = sp.csr_array((np.arange(1, v.nnz + 1), v.indices, v.indptr), shape=v.shape).tocsc()
-    ids.sort_indices()
-    order = ids.data - 1
-    csc_pos = np.empty(v.nnz, dtype=np.int64)
-    csc_pos[order] = np.arange(v.nnz)
-    return ids.indptr.astype(np.int64), ids.indices.astype(np.int64), v.data[order], csc_pos
-
-
-def _upper_jaccard(v: sp.csr_array) -> list[_UpperChunk]:
-    """Jaccard distances (steps 6) of all pairs ``j >= i`` that share a support column of V.
-
-    Every entry ``(i, k)`` meets the rows ``j >= i`` of column ``k`` (a suffix of the column in CSC order);
-    ``s = Σ_k min(V_ik, V_jk)`` is summed per ``(i, j)`` in a bounded dense accumulator per chunk of rows,
-    then     ``d = max(1 - s / (2 - s), 0)``.
+    Returns:
+        (N, N) float32 CSR; stored = pairs with ``s > 0`` (explicit zeros kept), absent = distance 1.0.
     """
     n = v.shape[0]
-    rows = np.repeat(np.arange(n), np.diff(v.indptr))
-    col_ptr, csc_rows, csc_vals, csc_pos = _inverted_index(v)
-    partners = col_ptr[v.indices.astype(np.int64) + 1] - csc_pos  # rows j >= i in the column, self included
-    cost = np.bincount(rows, weights=partners, minlength=n)
-    chunks = []
-    for a, b in _budget_chunks(cost, WORK_ELEMENTS // 2, max(1, ACCUMULATOR_CELLS // n)):
-        e0, e1 = v.indptr[a], v.indptr[b]
-        cnt = partners[e0:e1]
-        pos = np.arange(int(cnt.sum())) + np.repeat(csc_pos[e0:e1] - (np.cumsum(cnt) - cnt), cnt)
-        mins = np.minimum(np.repeat(v.data[e0:e1], cnt), csc_vals[pos])
-        keys = np.repeat((rows[e0:e1] - a) * n, cnt) + csc_rows[pos]
-        acc = np.bincount(keys, weights=mins, minlength=(b - a) * n)
-        hit = np.flatnonzero(acc)
-        s = acc[hit]
-        dist = np.maximum(1.0 - s / (2.0 - s), 0.0).astype(np.float32)
-        indptr = np.searchsorted(hit, np.arange(b - a + 1) * n)
-        chunks.append(_UpperChunk(a, indptr, (hit % n).astype(np.int32), dist))
-    return chunks
-
-
-def _symmetric_csr(chunks: list[_UpperChunk], n: int) -> sp.csr_array:
-    """Assemble the full symmetric CSR from the upper-triangle chunks (consumed), keeping explicit zeros.
-
-    Row r = [mirrored entries (cols < r, ascending) | own upper entries (cols >= r)], so no sort is needed.
-    """
-    up_count = np.concatenate([np.diff(c.indptr) for c in chunks])
-    lo_count = np.zeros(n, dtype=np.int64)
-    for c in chunks:
-        row = np.repeat(np.arange(c.a, c.a + c.indptr.size - 1), np.diff(c.indptr))
-        lo_count += np.bincount(c.cols[c.cols != row], minlength=n)
-    indptr = np.concatenate([[0], np.cumsum(up_count + lo_count)])
-    idx_dtype = np.int32 if indptr[-1] < np.iinfo(np.int32).max else np.int64
-    data = np.empty(indptr[-1], dtype=np.float32)
-    indices = np.empty(indptr[-1], dtype=idx_dtype)
-    cursor = indptr[:-1].copy()  # next free mirrored slot of each row
-    while chunks:
-        c = chunks.pop(0)
-        b = c.a + c.indptr.size - 1
-        row = np.repeat(np.arange(c.a, b), np.diff(c.indptr))
-        dest = indptr[c.a : b][row - c.a] + lo_count[row] + (np.arange(row.size) - c.indptr[row - c.a])
-        data[dest], indices[dest] = c.dist, c.cols
-        strict = c.cols != row
-        mirror = sp.csr_array(
-            (c.dist[strict], c.cols[strict], _pointer_np(row[strict] - c.a, b - c.a)), shape=(b - c.a, n)
-        ).T.tocsr()  # grouped by target row, sources ascending
-        m_count = np.diff(mirror.indptr)
-        dest = np.arange(mirror.nnz) + np.repeat(cursor - mirror.indptr[:-1], m_count)
-        data[dest], indices[dest] = mirror.data, mirror.indices + c.a
-        cursor += m_count
-    return sp.csr_array((data, indices, indptr.astype(idx_dtype)), shape=(n, n))
+    indptr, indices = v.indptr.astype(np.int64), v.indices.astype(np.int64)
+    data = np.ascontiguousarray(v.data, dtype=np.float32)
+    csc = kernels.inverted_index(indptr, indices, data)
+    col_ptr, _, _, csc_pos = csc
+    partners = np.concatenate([[0], np.cumsum(col_ptr[indices + 1] - csc_pos)])  # rows j >= i, self incl.
+    cost = partners[indptr[1:]] - partners[indptr[:-1]] + (n - np.arange(n)) // 8  # pair sums + final scan
+    bounds = _cost_chunks(cost, JACCARD_CHUNKS_PER_THREAD * numba.get_num_threads())
+    upper, lower = kernels.count_pairs(bounds, indptr, indices, data, csc)
+    out_indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(upper + lower, out=out_indptr[1:])
+    idx_dtype = np.int32 if out_indptr[-1] < np.iinfo(np.int32).max else np.int64
+    out_indices = np.empty(out_indptr[-1], dtype=idx_dtype)
+    out_data = np.empty(out_indptr[-1], dtype=np.float32)
+    kernels.fill_pairs(bounds, indptr, indices, data, csc, out_indptr[:-1] + lower, out_indices, out_data)
+    kernels.mirror_pairs(_cost_chunks(lower, len(bounds) - 1), out_indptr, lower, out_indices, out_data)
+    return sp.csr_array((out_data, out_indices, out_indptr.astype(idx_dtype)), shape=(n, n))
 
 
 def _pointer_np(rows: np.ndarray, n: int) -> np.ndarray:
     ptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=n), out=ptr[1:])
     return ptr
+
+
+def _release_free_heap() -> None:
+    """Hand the C heap's free pages back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
+
+    Called before the Jaccard output (the step's only large allocation, ~8 bytes per stored entry): the
+    feature extraction, the kNN blocks and the encoding leave freed-but-retained heap behind (about 200 MB
+    at N = 20k in the benchmark), which would otherwise add to the peak RSS.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+@contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    """Run torch's CPU ops of the block (issued from this thread) on ``count`` intra-op threads."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@contextmanager
+def _numba_threads(count: int) -> Iterator[None]:
+    """Run the numba kernels of the block on ``count`` threads (capped by ``NUMBA_NUM_THREADS``).
+
+    Callers from different Python threads are serialised: numba's ``workqueue`` layer aborts the process
+    when two threads launch parallel kernels at once.
+    """
+    with _KERNEL_LOCK:
+        previous = numba.get_num_threads()
+        numba.set_num_threads(max(1, min(count, numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
+        try:
+            yield
+        finally:
+            numba.set_num_threads(previous)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -422,6 +441,10 @@ def jaccard_distance(features: np.ndarray | torch.Tensor, k1: int = 30, k2: int 
     ``k2 == 1``), ``d_J = 1 - s / (2 - s)`` with ``s = Σ_k min(V_ik, V_jk)``, negatives clipped to 0.
 
     Memory: O(N·k1 + stored entries); no N×N array is ever built.
+
+    Threads: the kNN product and the numba kernels use ``torch.get_num_threads()`` threads; the encoding of
+    CPU features runs on :data:`ENCODE_THREADS_CPU` torch thread(s) (same result). Exactly equal kNN
+    similarities are ordered by the lower index on the CPU (by ``torch.topk`` on CUDA).
 
     Args:
         features: (N, D) float L2-normalised rows, a numpy array or a torch tensor. A CUDA tensor runs the kNN
@@ -444,14 +467,16 @@ def jaccard_distance(features: np.ndarray | torch.Tensor, k1: int = 30, k2: int 
     if not 1 <= k2 <= k1:
         raise ValueError(f"k2 must be in [1, k1={k1}], got {k2}")
     block = KNN_BLOCK_CUDA if x.is_cuda else KNN_BLOCK_CPU
-    with torch.no_grad():
+    with torch.no_grad(), _numba_threads(torch.get_num_threads()):
         sims, rank = _exact_knn(x, k1, block_size=block)
-        v = _encode(x, sims, rank, k1)
-    del sims
-    if k2 != 1:
-        v = _query_expansion(v, rank.cpu().numpy(), k2)
-    del rank
-    out = _symmetric_csr(_upper_jaccard(v), n)
+        with _torch_threads(torch.get_num_threads() if x.is_cuda else ENCODE_THREADS_CPU):
+            v = _encode(x, sims, rank, k1)
+        del sims
+        if k2 != 1:
+            v = _query_expansion(v, rank.cpu().numpy(), k2)
+        del rank
+        _release_free_heap()
+        out = _jaccard_csr(v)
     logger.debug(
         "jaccard_distance: N=%d k1=%d k2=%d stored=%d (%.1f per row)", n, k1, k2, out.nnz, out.nnz / n
     )
@@ -478,19 +503,33 @@ def to_dense_distance(distance: np.ndarray | sp.sparray | sp.spmatrix) -> np.nda
     return dense
 
 
+def _entries_at_most(data: np.ndarray, eps: float) -> np.ndarray:
+    """(M,) int64 ascending positions of the entries ``<= eps``, scanned in chunks (no full-size mask).
+
+    Raises:
+        ValueError: if an entry is negative or not finite.
+    """
+    kept = [np.zeros(0, dtype=np.int64)]
+    for start in range(0, data.size, WORK_ELEMENTS):
+        chunk = data[start : start + WORK_ELEMENTS]
+        if not np.isfinite(chunk).all() or chunk.min() < 0:
+            raise ValueError("distance entries must be finite and >= 0")
+        kept.append(np.flatnonzero(chunk <= eps) + start)
+    return np.concatenate(kept)
+
+
 def _sparse_dbscan_graph(distance: sp.sparray | sp.spmatrix, eps: float) -> sp.csr_array:
     """Entries <= eps plus every diagonal entry (absent diagonal = 1.0), rows sorted by value for sklearn.
 
-    Works on the input's arrays without copying the full matrix (only the entries <= eps are extracted).
+    Works on the input's arrays without copying the full matrix (only the entries <= eps are extracted, and
+    the input is scanned in chunks of :data:`WORK_ELEMENTS`).
     """
     csr = distance if distance.format == "csr" else sp.csr_array(distance)
     if not csr.has_canonical_format:
         csr = sp.csr_array(csr, copy=True)
         csr.sum_duplicates()
     n, data = csr.shape[0], csr.data
-    if data.size and (not np.isfinite(data).all() or data.min() < 0):
-        raise ValueError("distance entries must be finite and >= 0")
-    kept = np.flatnonzero(data <= eps)
+    kept = _entries_at_most(data, eps)
     rows = np.searchsorted(csr.indptr, kept, side="right") - 1
     cols, vals = csr.indices[kept].astype(np.int64), data[kept].astype(np.float64)
     is_diag = rows == cols
@@ -543,7 +582,7 @@ def dbscan_pseudo_labels(
         graph = np.asarray(distance)
         if not np.isfinite(graph).all() or graph.min(initial=0.0) < 0:
             raise ValueError("distance entries must be finite and >= 0")
-    labels = DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed").fit_predict(graph)
+    labels: np.ndarray = DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed").fit_predict(graph)
     return labels.astype(np.int64)
 
 
