@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install vireid with its development extras into ./.venv (created if missing) and run the checks:
-# ruff, the import-layer contracts and the default pytest suite (CPU; not gpu, not slow).
+# ruff, the import-layer contracts, mypy (scripts/typecheck.sh) and the default pytest suite (CPU; not gpu,
+# not slow).
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -m slow`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,4 +15,5 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/lint-imports
+bash scripts/typecheck.sh
 .venv/bin/python -m pytest "$@"
