@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1.7
 # Serving image: ONNX Runtime + FAISS + FastAPI, no torch.
 # Build from the repository root:  docker build -f docker/api.Dockerfile -t vireid-api .
-# GPU hosts: --build-arg ORT_EXTRA=gpu installs onnxruntime-gpu instead of onnxruntime.
+# GPU hosts: --build-arg ORT_EXTRA=gpu installs the gpu extra (onnxruntime-gpu instead of onnxruntime).
 ARG PYTHON_VERSION=3.11
 
 FROM python:${PYTHON_VERSION}-slim AS builder
@@ -14,8 +14,7 @@ ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
 # Dependencies first (cached layer), then the project.
 COPY pyproject.toml README.md ./
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv pip install -r pyproject.toml --extra serve --extra postgres \
-    && if [ "$ORT_EXTRA" = "gpu" ]; then uv pip uninstall onnxruntime && uv pip install "onnxruntime-gpu>=1.17"; fi
+    uv pip install -r pyproject.toml --extra "$ORT_EXTRA" --extra postgres
 COPY vireid ./vireid
 COPY training ./training
 COPY serving ./serving
