@@ -1,9 +1,13 @@
 """Procedural pedestrians for the synthetic visible/infrared dataset.
 
 An identity is its body shape (height, head, torso/leg proportions, width, hair), its clothing (sleeve and
-trouser length, skirt, top pattern, bag) and two appearances drawn independently of each other: visible
-colours and per-material infrared levels. Because the infrared level of a garment is not a function of its
-visible colour, colour alone cannot match across modalities; shape, pattern layout and accessories can.
+trouser length, skirt, top pattern, bag) and two appearances: visible colours and per-material infrared
+levels. A garment's infrared level is mostly a fixed, non-linear and non-monotone function of its visible
+colour (a dye response, :func:`_nir_response`: hue-driven, nearly blind to luma) plus a material term drawn
+independently, and the infrared camera adds its own gamma, blur and noise. So colour alone cannot match
+across modalities (equal colours of different dyes differ, unequal colours share levels, brightness order
+is not kept), while the same person gives consistent levels a model can learn to relate, as with real
+near-infrared images; shape, pattern layout and accessories match as well.
 
 A person is drawn once as a label map (one integer per body part / material) and then coloured for the
 camera's modality. All randomness comes from ``numpy.random.Generator`` objects passed in.
@@ -39,6 +43,11 @@ IR_HAIR = (0.3, 0.5)
 IR_GARMENT = (0.15, 0.75)
 IR_PATTERN_CONTRAST = (0.08, 0.25)
 IR_ACCESSORY = (0.05, 0.35)
+#: Share of a garment's / accessory's infrared level that follows its dye (visible colour) through
+#: :func:`_nir_response`; the rest is the material's own level, drawn independently.
+IR_FROM_VISIBLE = 0.7
+#: Hue (turns) at which a dye is brightest in the near infrared (reds / oranges, as many real dyes).
+NIR_PEAK_HUE = 0.03
 
 
 @dataclass(frozen=True)
@@ -107,23 +116,48 @@ def _visible_palette(rng: np.random.Generator) -> np.ndarray:
     return palette
 
 
-def _infrared_levels(rng: np.random.Generator) -> np.ndarray:
-    """Per-material infrared levels, drawn independently of the visible colours."""
+def _nir_response(rgb: np.ndarray) -> np.ndarray:
+    """Near-infrared level of dyed materials from their visible colours (rows of ``rgb``), in [0, 1].
+
+    A fixed, non-linear and non-monotone map: the level follows the hue (``cos`` of the distance to
+    ``NIR_PEAK_HUE``) scaled by the saturation, so grey, dark and light fabrics all sit near the middle,
+    saturated reds glow and saturated cyans / blues go dark. Luma barely enters, and colours of very
+    different luma (or hue) share one level, so visible colour cannot be matched to infrared intensity
+    directly; the same material does give the same level in every image, which is what a model can learn.
+    """
+    hsv = np.array([colorsys.rgb_to_hsv(*map(float, c)) for c in np.asarray(rgb)], dtype=np.float32)
+    hue, saturation = hsv[:, 0], hsv[:, 1]
+    level = 0.5 + 0.4 * saturation * np.cos(4.0 * math.pi * (hue - NIR_PEAK_HUE))
+    return np.clip(level, 0.0, 1.0).astype(np.float32)
+
+
+def _infrared_levels(rng: np.random.Generator, visible_palette: np.ndarray) -> np.ndarray:
+    """Per-material infrared levels.
+
+    Skin and hair: own ranges (body heat, not dye). Garments and accessories: ``IR_FROM_VISIBLE`` of the
+    level comes from the material's visible colour through :func:`_nir_response`, the rest is drawn
+    independently (dyes with the same colour but a different NIR response). The pattern's second colour
+    keeps at least a small contrast to the top so the pattern stays visible in infrared.
+    """
     levels = np.zeros(NUM_LABELS, dtype=np.float32)
     levels[SKIN] = rng.uniform(*IR_SKIN)
     levels[HAIR] = rng.uniform(*IR_HAIR)
-    levels[TOP] = rng.uniform(*IR_GARMENT)
+    response = _nir_response(visible_palette)
+    mix = IR_FROM_VISIBLE
+    for label, span in ((TOP, IR_GARMENT), (BOTTOM, IR_GARMENT), (SHOES, IR_ACCESSORY), (BAG, IR_ACCESSORY)):
+        levels[label] = mix * response[label] + (1.0 - mix) * rng.uniform(*span)
     sign = 1.0 if rng.uniform() < 0.5 else -1.0
-    levels[TOP_ALT] = np.clip(levels[TOP] + sign * rng.uniform(*IR_PATTERN_CONTRAST), 0.05, 0.95)
-    levels[BOTTOM] = rng.uniform(*IR_GARMENT)
-    levels[SHOES] = rng.uniform(*IR_ACCESSORY)
-    levels[BAG] = rng.uniform(*IR_ACCESSORY)
+    alt = mix * response[TOP_ALT] + (1.0 - mix) * (levels[TOP] + sign * rng.uniform(*IR_PATTERN_CONTRAST))
+    if abs(alt - levels[TOP]) < IR_PATTERN_CONTRAST[0]:
+        alt = levels[TOP] + sign * IR_PATTERN_CONTRAST[0]
+    levels[TOP_ALT] = np.clip(alt, 0.05, 0.95)
     levels[STRAP] = levels[BAG]
     return levels
 
 
 def sample_identity(pid: int, rng: np.random.Generator) -> Identity:
     """Draw the appearance of identity ``pid``."""
+    palette = _visible_palette(rng)
     return Identity(
         pid=pid,
         body_height=rng.uniform(*BODY_HEIGHT),
@@ -138,8 +172,8 @@ def sample_identity(pid: int, rng: np.random.Generator) -> Identity:
         pattern=str(rng.choice(PATTERNS)),
         pattern_period=rng.uniform(0.035, 0.07),
         bag=str(rng.choice(BAGS, p=[0.5, 0.25, 0.25])),
-        visible_palette=_visible_palette(rng),
-        infrared_levels=_infrared_levels(rng),
+        visible_palette=palette,
+        infrared_levels=_infrared_levels(rng, palette),
     )
 
 

@@ -41,7 +41,7 @@ def test_sdcl_jitter_first_and_baseline_without_jitter() -> None:
     assert _names(sdcl.ir) == ["color_jitter", *GEO, *HEAD, "channel_adap_gray"]
     baseline = build_recipe("baseline")
     assert _names(baseline.rgb_aug) == [*GEO, *HEAD, "channel_exchange"]
-    assert set(RECIPE_NAMES) == {"salcr_stage1", "salcr_stage2", "sdcl", "baseline"}
+    assert set(RECIPE_NAMES) == {"salcr_stage1", "salcr_stage2", "sdcl", "baseline", "tiny"}
 
 
 def test_parameters_come_from_config() -> None:

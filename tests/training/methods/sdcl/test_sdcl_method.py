@@ -21,6 +21,10 @@ from vireid.training.models import build_model
 CONFIG = Path(__file__).resolve().parents[4] / "configs" / "sdcl_tiny.yaml"
 SMALL = [
     "data.synthetic.num_identities=12",
+    # test_stage_two_cra_and_shared_memory needs CRA to label at least one visible image from the
+    # random-init model, which depends on the drawn data: with the dye-driven infrared rendition (2026-12)
+    # data seed 0 gives no CRA agreement (fallback to per-modality memories), seed 1 does.
+    "data.synthetic.seed=1",
     "method_options.clusters_per_batch=2",
     "method_options.num_instances=4",
     "cluster.k1=6",
