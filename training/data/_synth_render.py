@@ -128,7 +128,8 @@ def _nir_response(rgb: np.ndarray) -> np.ndarray:
     hsv = np.array([colorsys.rgb_to_hsv(*map(float, c)) for c in np.asarray(rgb)], dtype=np.float32)
     hue, saturation = hsv[:, 0], hsv[:, 1]
     level = 0.5 + 0.4 * saturation * np.cos(4.0 * math.pi * (hue - NIR_PEAK_HUE))
-    return np.clip(level, 0.0, 1.0).astype(np.float32)
+    clipped: np.ndarray = np.clip(level, 0.0, 1.0).astype(np.float32)
+    return clipped
 
 
 def _infrared_levels(rng: np.random.Generator, visible_palette: np.ndarray) -> np.ndarray:
