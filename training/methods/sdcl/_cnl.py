@@ -59,6 +59,8 @@ def neighbor_loss(features: Tensor, memory: Tensor, mask: Tensor, *, temperature
 
     Returns:
         Scalar: the batch mean of ``−Σ_{j∈P} log p_j / (|P| + 1)``; rows with an empty P contribute 0.
+        The logits are computed in float32 even under bf16/fp16 autocast (at τ = 0.05 a bf16 logit of ~20
+        would be rounded to steps of 0.125), like ``ClusterMemory.logits``.
 
     Raises:
         ValueError: shapes disagree.
@@ -68,7 +70,8 @@ def neighbor_loss(features: Tensor, memory: Tensor, mask: Tensor, *, temperature
             f"need features (B, D), memory (N, D), mask (B, N); got "
             f"{features.shape}, {memory.shape}, {mask.shape}"
         )
-    logits = F.normalize(features.float(), dim=1) @ memory.detach().float().T / temperature
+    with torch.autocast(device_type=features.device.type, enabled=False):  # fp32 logits, as the memories
+        logits = F.normalize(features.float(), dim=1) @ memory.detach().float().T / temperature
     log_p = torch.log(torch.softmax(logits, dim=1).clamp_min(PROB_FLOOR))
     weights = mask.float()
     per_row = -(weights * log_p).sum(dim=1) / (weights.sum(dim=1) + 1.0)

@@ -55,3 +55,15 @@ def test_schedule_start_epochs_and_parity_alternation() -> None:
     assert sched.heterogeneous(10) == ("visible", "infrared", 0.1)
     assert sched.heterogeneous(11) == ("infrared", "visible", 1.0)
     assert sched.heterogeneous(30) == ("visible", "infrared", 0.1)  # stage 2 keeps the global parity
+
+
+def test_neighbor_loss_is_float32_under_bf16_autocast() -> None:
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(6, 16, generator=generator)
+    memory = torch.nn.functional.normalize(torch.randn(40, 16, generator=generator), dim=1)
+    mask = torch.rand(6, 40, generator=generator) > 0.7
+    expected = neighbor_loss(features, memory, mask)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        got = neighbor_loss(features, memory, mask)
+    assert got.dtype == torch.float32
+    assert torch.allclose(got, expected, rtol=0, atol=1e-6)  # bf16 logits at τ = 0.05 differ by ~1e-2
