@@ -186,7 +186,9 @@ def _update_topk(vals: torch.Tensor, idx: torch.Tensor, block: torch.Tensor, off
         vals[:], idx[:] = _merge_sparse(vals, idx, rows, cols + offset, block[rows, cols])
 
 
-def _exact_knn(x: torch.Tensor, k: int, *, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _exact_knn(
+    x: torch.Tensor, k: int, *, block_size: int, torch_merge: bool | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact inner-product kNN of every row against all rows, self included (methods.md §0.3 step 1).
 
     Each block product ``X_a·X_bᵀ`` (b >= a) updates the rows of block a and, transposed, of block b. On the
@@ -198,12 +200,15 @@ def _exact_knn(x: torch.Tensor, k: int, *, block_size: int) -> tuple[torch.Tenso
         x: (N, D) float32 L2-normalised features.
         k: Number of neighbours, ``k <= N``.
         block_size: Rows per block of the blocked product.
+        torch_merge: Use the ``torch.topk`` merges (default: on CUDA only). Lets the CPU tests cover the
+            CUDA path's merge logic.
 
     Returns:
         ``(sims, rank)``: (N, k) float32 similarities sorted descending and the (N, k) int64 indices. For unit
         vectors this is the ascending L2 order of the recipe (ties aside).
     """
     n = x.shape[0]
+    torch_merge = x.is_cuda if torch_merge is None else torch_merge
     vals = torch.full((n, k), -torch.inf, dtype=x.dtype, device=x.device)
     idx = torch.zeros((n, k), dtype=torch.long, device=x.device)
     starts = list(range(0, n, block_size))
@@ -212,7 +217,7 @@ def _exact_knn(x: torch.Tensor, k: int, *, block_size: int) -> tuple[torch.Tenso
         for b in starts[pos:]:
             b_end = min(b + block_size, n)
             sim = x[a:a_end] @ x[b:b_end].T
-            if x.is_cuda:
+            if torch_merge:
                 _update_topk(vals[a:a_end], idx[a:a_end], sim, b)
                 if b != a:
                     _update_topk(vals[b:b_end], idx[b:b_end], sim.T, a)
