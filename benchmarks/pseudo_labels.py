@@ -27,6 +27,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
@@ -91,31 +92,19 @@ def warm_up(dim: int, device: str) -> dict[str, Any]:
 
 
 def time_steps(x: Any, case: dict[str, Any]) -> dict[str, tuple[float, float]]:
-    """(wall, CPU) seconds of each step, calling the private steps in the order ``jaccard_distance`` does."""
-    import torch
-
+    """(wall, CPU) seconds of each step of ``jaccard_distance`` (through its step runner) and of DBSCAN."""
     from vireid.training import pseudo_labels as pl
 
     out: dict[str, tuple[float, float]] = {}
 
-    def timed(name: str, fn: Any, *args: Any) -> Any:
+    def timed(name: str, fn: Any) -> Any:
         t0, c0 = time.perf_counter(), time.process_time()
-        result = fn(*args)
+        result = fn()
         out[name] = (time.perf_counter() - t0, time.process_time() - c0)
         return result
 
-    feats = timed("validate", pl._as_features, x)
-    block = pl.KNN_BLOCK_CUDA if feats.is_cuda else pl.KNN_BLOCK_CPU
-    with torch.no_grad(), pl._numba_threads(torch.get_num_threads()):
-        sims, rank = timed("knn", lambda: pl._exact_knn(feats, case["k1"], block_size=block))
-        encode_threads = torch.get_num_threads() if feats.is_cuda else pl.ENCODE_THREADS_CPU
-        with pl._torch_threads(encode_threads):
-            v = timed("encode", pl._encode, feats, sims, rank, case["k1"])
-        if case["k2"] != 1:
-            v = timed("qexp", pl._query_expansion, v, rank.cpu().numpy(), case["k2"])
-        pl._release_free_heap()
-        dist = timed("jaccard", pl._jaccard_csr, v)
-    timed("dbscan", pl.dbscan_pseudo_labels, dist, case["eps"])
+    dist = pl._jaccard_steps(x, case["k1"], case["k2"], timed=timed)
+    timed("dbscan", functools.partial(pl.dbscan_pseudo_labels, dist, case["eps"]))
     return out
 
 

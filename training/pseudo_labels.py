@@ -26,9 +26,10 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import numba
@@ -68,6 +69,9 @@ JACCARD_CHUNKS_PER_THREAD = 16
 NORM_TOLERANCE = 1e-3
 
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
+T = TypeVar("T")
+#: ``timed(name, fn) -> fn()``: how :func:`_jaccard_steps` runs each named step (a hook for timing).
+StepTimer = Callable[[str, Callable[[], Any]], Any]
 _KERNEL_LOCK = threading.RLock()
 try:
     _MALLOC_TRIM: Any = ctypes.CDLL(None).malloc_trim  # the process's own symbols (glibc on Linux)
@@ -465,7 +469,23 @@ def jaccard_distance(features: np.ndarray | torch.Tensor, k1: int = 30, k2: int 
     Raises:
         ValueError: for a non-2-D, non-finite or non-normalised input, or out-of-range ``k1``/``k2``.
     """
-    x = _as_features(features)
+    return _jaccard_steps(features, k1, k2, timed=_untimed)
+
+
+def _untimed(name: str, fn: Callable[[], T]) -> T:
+    return fn()
+
+
+def _jaccard_steps(
+    features: np.ndarray | torch.Tensor, k1: int, k2: int, *, timed: StepTimer
+) -> sp.csr_array:
+    """The steps of :func:`jaccard_distance`, each run as ``timed(name, fn)``.
+
+    ``timed`` runs ``fn()`` and returns its result; :func:`jaccard_distance` passes a plain call, the
+    benchmark (``benchmarks/pseudo_labels.py --breakdown``) one that records wall and CPU seconds under the
+    names ``validate``, ``knn``, ``encode``, ``qexp`` (only for ``k2 != 1``) and ``jaccard``.
+    """
+    x = timed("validate", partial(_as_features, features))
     n = x.shape[0]
     if not 1 <= k1 <= n:
         raise ValueError(f"k1 must be in [1, N={n}], got {k1}")
@@ -473,15 +493,15 @@ def jaccard_distance(features: np.ndarray | torch.Tensor, k1: int = 30, k2: int 
         raise ValueError(f"k2 must be in [1, k1={k1}], got {k2}")
     block = KNN_BLOCK_CUDA if x.is_cuda else KNN_BLOCK_CPU
     with torch.no_grad(), _numba_threads(torch.get_num_threads()):
-        sims, rank = _exact_knn(x, k1, block_size=block)
+        sims, rank = timed("knn", partial(_exact_knn, x, k1, block_size=block))
         with _torch_threads(torch.get_num_threads() if x.is_cuda else ENCODE_THREADS_CPU):
-            v = _encode(x, sims, rank, k1)
+            v = timed("encode", partial(_encode, x, sims, rank, k1))
         del sims
         if k2 != 1:
-            v = _query_expansion(v, rank.cpu().numpy(), k2)
+            v = timed("qexp", partial(_query_expansion, v, rank.cpu().numpy(), k2))
         del rank
         _release_free_heap()
-        out = _jaccard_csr(v)
+        out = timed("jaccard", partial(_jaccard_csr, v))
     logger.debug(
         "jaccard_distance: N=%d k1=%d k2=%d stored=%d (%.1f per row)", n, k1, k2, out.nnz, out.nnz / n
     )
