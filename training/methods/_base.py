@@ -22,6 +22,7 @@ which keeps the engine ↔ methods imports acyclic.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -32,6 +33,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from vireid.training.engine._config import StageConfig, TrainConfig
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "MODALITIES",
@@ -44,6 +47,7 @@ __all__ = [
     "all_gather_cat",
     "build_train_set",
     "shard_batch",
+    "share_stem_init",
 ]
 
 MODALITIES = ("visible", "infrared")
@@ -298,3 +302,22 @@ def build_train_set(
     )
     dataset.set_epoch(ctx.epoch)
     return dataset
+
+
+def share_stem_init(model: nn.Module) -> None:
+    """Copy the visible stem's weights into the thermal stem of a two-stream model (``share_stem_init``).
+
+    An ImageNet-initialised SALCR model starts with both stems equal (methods.md §A.1 loads the same weights
+    into both); this gives a randomly initialised one the same property.
+
+    Raises:
+        ValueError: the model has no ``visible_stem`` / ``thermal_stem``.
+    """
+    visible, thermal = getattr(model, "visible_stem", None), getattr(model, "thermal_stem", None)
+    if not isinstance(visible, nn.Module) or not isinstance(thermal, nn.Module):
+        raise ValueError(
+            "method_options.share_stem_init needs a two-stream model (visible_stem/thermal_stem)"
+        )
+    with torch.no_grad():
+        thermal.load_state_dict(visible.state_dict())
+    logger.info("share_stem_init: thermal stem initialised from the visible stem")

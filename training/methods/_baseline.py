@@ -41,6 +41,7 @@ from vireid.training.methods._base import (
     all_gather_cat,
     build_train_set,
     shard_batch,
+    share_stem_init,
 )
 
 __all__ = ["BaselineConfig", "BaselineMethod"]
@@ -109,18 +110,8 @@ class BaselineMethod:
 
     def on_stage_start(self, ctx: RefreshContext) -> None:
         """Epoch 0: optionally start the thermal stem as a copy of the visible stem (``share_stem_init``)."""
-        if ctx.epoch != 0 or not self.options.share_stem_init:
-            return
-        visible, thermal = (
-            getattr(self.model, "visible_stem", None),
-            getattr(self.model, "thermal_stem", None),
-        )
-        if visible is None or thermal is None:
-            raise ValueError(
-                "method_options.share_stem_init needs a two-stream model (visible_stem/thermal_stem)"
-            )
-        thermal.load_state_dict(visible.state_dict())
-        logger.info("share_stem_init: thermal stem initialised from the visible stem")
+        if ctx.epoch == 0 and self.options.share_stem_init:
+            share_stem_init(self.model)
 
     def refresh(self, ctx: RefreshContext) -> PseudoLabels:
         """Cluster each modality and rebuild its cluster memory (methods.md §0.3, §A.3)."""

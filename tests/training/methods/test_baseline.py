@@ -128,3 +128,15 @@ def test_state_dict_round_trip(setup) -> None:
     for modality in ("visible", "infrared"):
         assert torch.equal(other.memories[modality].features, method.memories[modality].features)
         np.testing.assert_array_equal(other.labels.labels[modality], method.labels.labels[modality])
+
+
+def test_share_stem_init_copies_the_visible_stem_and_needs_two_streams() -> None:
+    from vireid.training.methods._base import share_stem_init
+    from vireid.training.models import build_model
+
+    model = build_model("salcr", variant="tiny")
+    assert not torch.equal(model.visible_stem.conv1.weight, model.thermal_stem.conv1.weight)
+    share_stem_init(model)
+    assert torch.equal(model.visible_stem.conv1.weight, model.thermal_stem.conv1.weight)
+    with pytest.raises(ValueError, match="two-stream"):
+        share_stem_init(torch.nn.Linear(2, 2))

@@ -45,6 +45,7 @@ from vireid.training.methods._base import (
     all_gather_cat,
     build_train_set,
     shard_batch,
+    share_stem_init,
 )
 from vireid.training.methods._baseline import BaselineMethod
 from vireid.training.methods.salcr._association import associate, fused_centroids
@@ -136,9 +137,7 @@ class SALCRMethod:
         """Epoch 0 of a fresh run: optionally share the stem init (``share_stem_init``). Cross stage:
         re-create the part head (§A.1), keeping the parameter objects the optimizer holds."""
         if ctx.epoch == 0 and self.options.share_stem_init:
-            with torch.no_grad():
-                self.model.thermal_stem.load_state_dict(self.model.visible_stem.state_dict())  # type: ignore[union-attr]
-            logger.info("share_stem_init: thermal stem initialised from the visible stem")
+            share_stem_init(self.model)
         if self.phases[ctx.stage_index] == "cross" and self.options.reset_part_head:
             reset_part_head_in_place(self.model)
 
