@@ -35,6 +35,7 @@ __all__ = [
     "epoch_seed",
     "load_checkpoint",
     "load_model_from_checkpoint",
+    "load_model_weights",
     "restore_rng_state",
     "seed_everything",
 ]
@@ -168,3 +169,32 @@ def load_model_from_checkpoint(
         "loaded %s model (%s) from %s, epoch %d", ckpt["method"], ckpt["variant"], path, ckpt["epoch"]
     )
     return model, rest
+
+
+def load_model_weights(model: nn.Module, path: str | Path, *, arch: str, variant: str) -> None:
+    """Copy the model weights of a training checkpoint into ``model`` (``model.init_from``).
+
+    Only ``ckpt["model"]`` is used (strict load); optimizer, schedule and method state are ignored.
+
+    Args:
+        model: the freshly built model of this run (``arch`` / ``variant``).
+        path: a checkpoint written by the Trainer.
+        arch / variant: the run's ``model.arch`` / ``model.variant``; the checkpoint must match both.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: not a vireid checkpoint, or one of another architecture or variant.
+    """
+    ckpt = load_checkpoint(path, map_location="cpu")
+    if (ckpt["method"], ckpt["variant"]) != (arch, variant):
+        raise ValueError(
+            f"model.init_from={path} holds a {ckpt['method']}/{ckpt['variant']} model; this run builds "
+            f"{arch}/{variant}"
+        )
+    model.load_state_dict(ckpt["model"])
+    logger.info(
+        "model.init_from: weights of %s (%s, epoch %d) loaded",
+        path,
+        ckpt.get("training_method"),
+        ckpt["epoch"],
+    )

@@ -95,11 +95,27 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Backbone (Contract 1): ``arch`` in {salcr, sdcl}, ``variant`` in {full, tiny}, local weights."""
+    """Backbone (Contract 1): ``arch`` in {salcr, sdcl}, ``variant`` in {full, tiny}, local weights.
+
+    Attributes:
+        arch: ``salcr`` (two-stream ResNet-50, methods.md §A.1) or ``sdcl`` (ViT ICS, §B.1).
+        variant: ``full`` or ``tiny``.
+        pretrained: local backbone weights (ImageNet ResNet-50 for salcr, TransReID-SSL for sdcl).
+        init_from: a vireid training checkpoint (Contract 7, e.g. ``<run>/checkpoints/last.pt``) of the same
+            ``arch`` and ``variant`` whose model weights start this run: adapt a trained model to new
+            cameras without labels, or start from a supervised source model. Only the weights are taken
+            (optimizer, schedule and method state start fresh); ``--resume`` still wins over it.
+            Mutually exclusive with ``pretrained``.
+    """
 
     arch: str = "salcr"
     variant: str = "full"
     pretrained: str | None = None
+    init_from: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.pretrained and self.init_from:
+            raise ValueError("model.pretrained and model.init_from are mutually exclusive: set one of them")
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,8 @@ class TrainData:
     Attributes:
         root: the dataset folder actually used.
         records: modality → training ``ImageRecord`` list sorted by path, every ``pid`` set to None so no
-            method can see ground truth.
+            unsupervised method can see ground truth (kept only for a method that declares
+            ``uses_identities``, i.e. ``supervised``).
         eval_query: held-out infrared records with identities (synthetic / camera folders), else None.
         eval_gallery: held-out visible records with identities, else None.
     """
@@ -74,8 +75,13 @@ def _folder_records(root: Path, cfg: DataConfig) -> tuple[list[Any], list[Any] |
     return camera_folders(root, cameras=cfg.cameras), None
 
 
-def prepare_data(cfg: DataConfig, *, run_dir: Path, dist_info: DistInfo) -> TrainData:
+def prepare_data(
+    cfg: DataConfig, *, run_dir: Path, dist_info: DistInfo, keep_identities: bool = False
+) -> TrainData:
     """Read (and for ``synthetic`` generate, rank 0) the training data of ``cfg``.
+
+    ``keep_identities`` keeps the records' ground-truth ``pid`` (the ``supervised`` method); otherwise every
+    training ``pid`` is None.
 
     Raises:
         FileNotFoundError: a missing dataset folder or list file (from the readers).
@@ -93,7 +99,10 @@ def prepare_data(cfg: DataConfig, *, run_dir: Path, dist_info: DistInfo) -> Trai
     else:
         root = Path(str(cfg.root))
         train = readers.regdb(root, trial=cfg.trial, split="train")
-    records = {m: [dataclasses.replace(r, pid=None) for r in train if r.modality == m] for m in MODALITIES}
+    records = {
+        m: [r if keep_identities else dataclasses.replace(r, pid=None) for r in train if r.modality == m]
+        for m in MODALITIES
+    }
     for modality, items in records.items():
         if not items:
             raise ValueError(f"no {modality} training images in {root} ({cfg.dataset})")

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from vireid.training.engine._callbacks import Checkpoint, CollapseGuard, Evaluation, Logging, LRSchedule
-from vireid.training.engine._checkpoint import load_checkpoint, seed_everything
+from vireid.training.engine._checkpoint import load_checkpoint, load_model_weights, seed_everything
 from vireid.training.engine._config import OptimConfig, TrainConfig, save_config
 from vireid.training.engine._data import make_evaluator, make_extractor, prepare_data
 from vireid.training.engine._dist import cleanup_distributed, init_distributed
@@ -63,16 +63,24 @@ def build_trainer(
     Raises:
         KeyError: unknown method / model names; FileNotFoundError: missing data.
     """
-    from vireid.training.methods import build_method
+    from vireid.training.methods import METHODS, build_method
 
+    if cfg.model.init_from and cfg.method_options.get("share_stem_init"):
+        raise ValueError(
+            "method_options.share_stem_init would overwrite the thermal stem loaded from model.init_from; "
+            "set method_options.share_stem_init=false"
+        )
     run_dir = Path(run_dir)
     dist_info, device = init_distributed(cfg.device)
     _set_determinism(cfg, device)
     if dist_info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
-    data = prepare_data(cfg.data, run_dir=run_dir, dist_info=dist_info)
+    keep_identities = bool(getattr(METHODS.get(cfg.method), "uses_identities", False))
+    data = prepare_data(cfg.data, run_dir=run_dir, dist_info=dist_info, keep_identities=keep_identities)
     method = build_method(cfg)
+    if cfg.model.init_from:
+        load_model_weights(method.model, cfg.model.init_from, arch=cfg.model.arch, variant=cfg.model.variant)
     method.model.to(device)
     optimizer = build_optimizer(cfg.optim, method.parameter_groups())
     input_size = tuple(method.model.default_cfg["input_size"][1:])  # type: ignore[index]

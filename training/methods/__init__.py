@@ -19,11 +19,17 @@ from vireid.training.methods._base import (
     shard_batch,
 )
 from vireid.training.methods._baseline import BaselineConfig, BaselineMethod
+from vireid.training.methods._supervised import SupervisedMethod
 from vireid.training.methods.salcr import SALCRMethod, test_time_cmfp  # noqa: F401 (CLI --cmfp hook)
 from vireid.training.methods.sdcl import SDCLMethod
 
 # name -> class with __init__(self, cfg: TrainConfig, model: nn.Module); SALCR and SDCL are added here.
-METHODS: dict[str, Any] = {"baseline": BaselineMethod, "salcr": SALCRMethod, "sdcl": SDCLMethod}
+METHODS: dict[str, Any] = {
+    "baseline": BaselineMethod,
+    "salcr": SALCRMethod,
+    "sdcl": SDCLMethod,
+    "supervised": SupervisedMethod,
+}
 
 __all__ = [
     "METHODS",
@@ -35,6 +41,7 @@ __all__ = [
     "PseudoLabels",
     "ReIDMethod",
     "RefreshContext",
+    "SupervisedMethod",
     "TrainForward",
     "all_gather_cat",
     "build_method",

@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     """Add the ``train`` subcommand."""
     parser = subparsers.add_parser(
         "train",
-        help="train a model (baseline / SALCR / SDCL) from a YAML config",
+        help="train a model (baseline / supervised / SALCR / SDCL) from a YAML config",
         description="Train from a YAML config plus dotted overrides such as cluster.eps=0.6 optim.lr=3.5e-4.",
     )
     parser.add_argument("--config", type=Path, required=True, help="YAML config file")
