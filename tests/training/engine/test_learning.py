@@ -54,7 +54,8 @@ def test_baseline_raises_heldout_cross_modality_map(tmp_path) -> None:
       can do) still give no cross-modality transfer: held-out 0.040 → 0.027; also with a small common
       clothing palette (colour a weak cue) 0.037 → 0.031, and with a random colour-to-grey tone curve on
       the augmented views 0.040 → 0.035, and with one stem shared by both modalities 0.040 → 0.030. Each
-      modality's pathway learns its own identity cues.
+      modality's pathway learns its own identity cues. An ImageNet-like start made from *visible* labels
+      only (one shared stem, that tone curve on every augmented view) gives none either: 0.040 → 0.040.
     * Warm start (``model.init_from``) from that supervised model on a disjoint 100-identity synthetic
       target, SALCR 4 + 4 epochs × 40 steps, 3 seeds: held-out 0.236 at start, 0.180 / 0.187 / 0.180 after
       stage 1, 0.197 / 0.186 / 0.189 after stage 2. DAGL's cross labels are right for only 16–20 % of the
