@@ -20,7 +20,7 @@ import numpy as np
 from vireid.api.errors import InvalidInputError, NotFoundError, ServiceError
 from vireid.api.services._context import ServiceContext
 from vireid.api.services._images import decode, sha256_hex
-from vireid.api.services._records import IngestRecord, as_utc
+from vireid.api.services._records import IngestRecord, as_utc, parse_modality
 from vireid.api.settings import MODALITIES, Modality
 
 if TYPE_CHECKING:
@@ -282,7 +282,7 @@ class GalleryService:
                 ctx.repository.delete(session=session, id=item_id)
                 session.commit()
             if version == ctx.model_version:
-                stored = _stored_modality(modality)
+                stored = parse_modality(modality)  # the schema allows only the two names
                 ctx.index(stored).remove(np.asarray([item_id], dtype=np.int64))
                 ctx.save(stored)
 
@@ -291,14 +291,6 @@ class GalleryService:
         with self._ctx.session() as session:
             rows = self._ctx.repository.stats(session=session, model_version=self._ctx.model_version)
         return GalleryStatsResult(self._ctx.model_version, _stats_rows(rows))
-
-
-def _stored_modality(value: str) -> Modality:
-    """The modality of a stored row (the database allows only these two; ValueError for any other)."""
-    for modality in MODALITIES:
-        if value == modality:
-            return modality
-    raise ValueError(f"modality must be one of {MODALITIES}, got {value!r}")
 
 
 def _stats_rows(rows: Mapping[tuple[str, str], int]) -> list[tuple[str, str, int]]:
