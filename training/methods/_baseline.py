@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -43,6 +43,9 @@ from vireid.training.methods._base import (
     shard_batch,
     share_stem_init,
 )
+
+if TYPE_CHECKING:
+    from vireid.training.memory import ClusterMemory
 
 __all__ = ["BaselineConfig", "BaselineMethod"]
 
@@ -115,8 +118,7 @@ class BaselineMethod:
 
     def refresh(self, ctx: RefreshContext) -> PseudoLabels:
         """Cluster each modality and rebuild its cluster memory (methods.md §0.3, §A.3)."""
-        from vireid.training.memory import ClusterMemory
-        from vireid.training.pseudo_labels import cluster_centroids, dbscan_pseudo_labels, jaccard_distance
+        from vireid.training.pseudo_labels import dbscan_pseudo_labels, jaccard_distance
 
         cl, momentum = self.cfg.cluster, ctx.momentum(self.cfg.memory.momentum)
         labels: dict[str, np.ndarray] = {}
@@ -127,15 +129,24 @@ class BaselineMethod:
             labels[modality] = dbscan_pseudo_labels(distance, cl.eps, min_samples=cl.min_samples)
             if labels[modality].max(initial=-1) < 0:
                 continue  # no cluster: the collapse guard (or epoch_batches) reports it
-            centroids = cluster_centroids(feats, labels[modality], normalize_inputs=True)
-            memory = ClusterMemory(
-                nn.functional.normalize(centroids, dim=1),
-                temperature=self.cfg.memory.temperature,
-                momentum=momentum,
-            )
-            self.memories[modality] = memory.to(ctx.device)
+            self.memories[modality] = self._centroid_memory(feats, labels[modality], momentum, ctx.device)
         self.labels = PseudoLabels(labels)
         return self.labels
+
+    def _centroid_memory(
+        self, feats: Tensor, labels: np.ndarray, momentum: float, device: torch.device
+    ) -> ClusterMemory:
+        """Cluster memory of the normalised centroids of the normalised ``feats`` (N, D) per label (§A.3)."""
+        from vireid.training.memory import ClusterMemory
+        from vireid.training.pseudo_labels import cluster_centroids
+
+        centroids = cluster_centroids(feats, labels, normalize_inputs=True)
+        memory = ClusterMemory(
+            nn.functional.normalize(centroids, dim=1),
+            temperature=self.cfg.memory.temperature,
+            momentum=momentum,
+        )
+        return memory.to(device)
 
     def epoch_batches(self, ctx: RefreshContext) -> Iterator[dict[str, Tensor]]:
         """``ctx.stage.iters`` batches of this rank's share of the stage-1 paired sampler (§A.2)."""

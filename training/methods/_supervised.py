@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from vireid.training.methods._base import MODALITIES, PseudoLabels, RefreshContext
 from vireid.training.methods._baseline import BaselineMethod
@@ -71,19 +70,14 @@ class SupervisedMethod(BaselineMethod):
 
     def refresh(self, ctx: RefreshContext) -> PseudoLabels:
         """Identity labels and one cluster memory of identity centroids over both modalities."""
-        from vireid.training.memory import ClusterMemory
-        from vireid.training.pseudo_labels import cluster_centroids
-
         labels = identity_labels(ctx.records)
         feats = torch.cat([ctx.extract(m, flip=False) for m in MODALITIES])
-        centroids = cluster_centroids(
-            feats, np.concatenate([labels[m] for m in MODALITIES]), normalize_inputs=True
+        memory = self._centroid_memory(
+            feats,
+            np.concatenate([labels[m] for m in MODALITIES]),
+            ctx.momentum(self.cfg.memory.momentum),
+            ctx.device,
         )
-        memory = ClusterMemory(
-            nn.functional.normalize(centroids, dim=1),
-            temperature=self.cfg.memory.temperature,
-            momentum=ctx.momentum(self.cfg.memory.momentum),
-        ).to(ctx.device)
         self.memories = dict.fromkeys(MODALITIES, memory)
         self.labels = PseudoLabels(labels)
         return self.labels
