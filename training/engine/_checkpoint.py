@@ -144,8 +144,9 @@ def load_model_from_checkpoint(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the trained model from a checkpoint (Contract 7).
 
-    The model is built with ``build_model(ckpt["method"], variant=ckpt["variant"])`` (no pretrained
-    weights are read: the checkpoint holds all of them), loaded strictly and put in eval mode.
+    The model is built with ``build_model(ckpt["method"], variant=ckpt["variant"])`` at the run's
+    ``model.input_size`` (no pretrained weights are read: the checkpoint holds all of them), loaded
+    strictly and put in eval mode.
 
     Args:
         path: a checkpoint written by the Trainer (e.g. ``<run_dir>/checkpoints/last.pt``).
@@ -161,7 +162,8 @@ def load_model_from_checkpoint(
     from vireid.training.models import build_model
 
     ckpt = load_checkpoint(path, map_location=map_location)
-    model = build_model(ckpt["method"], variant=ckpt["variant"])
+    size = (ckpt["config"].get("model") or {}).get("input_size")
+    model = build_model(ckpt["method"], variant=ckpt["variant"], input_size=tuple(size) if size else None)
     model.load_state_dict(ckpt["model"])
     model.to(map_location).eval()
     rest = {key: value for key, value in ckpt.items() if key != "model"}

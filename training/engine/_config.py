@@ -13,6 +13,7 @@ Each method validates its own ``method_options`` mapping into its own dataclass 
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -95,23 +96,28 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Backbone (Contract 1): ``arch`` in {salcr, sdcl}, ``variant`` in {full, tiny}, local weights.
+    """Backbone (Contract 1): ``arch`` in {salcr, sdcl}, ``variant`` in {full, tiny, mobile}, weights.
 
     Attributes:
         arch: ``salcr`` (two-stream ResNet-50, methods.md §A.1) or ``sdcl`` (ViT ICS, §B.1).
-        variant: ``full`` or ``tiny``.
-        pretrained: local backbone weights (ImageNet ResNet-50 for salcr, TransReID-SSL for sdcl).
+        variant: ``full``, ``tiny`` or ``mobile`` (MobileNetV2 backbone of either method).
+        pretrained: ``imagenet`` (the ImageNet MobileNetV2 packaged in the ``train`` extra; ``mobile`` only)
+            or local backbone weights (ImageNet ResNet-50 for salcr, TransReID-SSL for sdcl, an ImageNet
+            MobileNetV2 ``features`` state dict for mobile).
         init_from: a vireid training checkpoint (Contract 7, e.g. ``<run>/checkpoints/last.pt``) of the same
             ``arch`` and ``variant`` whose model weights start this run: adapt a trained model to new
             cameras without labels, or start from a supervised source model. Only the weights are taken
             (optimizer, schedule and method state start fresh); ``--resume`` still wins over it.
             Mutually exclusive with ``pretrained``.
+        input_size: [H, W] in pixels instead of the variant's own (e.g. [192, 96] for the CPU presets);
+            training, evaluation, checkpoints and the exported manifest all follow it.
     """
 
     arch: str = "salcr"
     variant: str = "full"
     pretrained: str | None = None
     init_from: str | None = None
+    input_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.pretrained and self.init_from:
@@ -194,6 +200,11 @@ class StageConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.iters < 1:
             raise ValueError(f"stage {self.name!r}: epochs and iters must be >= 1")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name) or self.name == "last":
+            raise ValueError(
+                f"stage name {self.name!r} names the checkpoint <name>.pt: use letters, digits, '_', '.', "
+                "'-' (not 'last')"
+            )
 
 
 @dataclass(frozen=True)
@@ -216,7 +227,8 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class CheckpointConfig:
-    """``last.pt`` after every epoch; ``epoch_XXXX.pt`` copies every ``keep_every`` epochs (0 = none)."""
+    """``last.pt`` after every epoch; ``epoch_XXXX.pt`` copies every ``keep_every`` epochs (0 = none);
+    ``<stage name>.pt`` after the last epoch of each stage (always)."""
 
     keep_every: int = 0
 

