@@ -297,7 +297,8 @@ def _hms(seconds: float) -> str:
 
 class Checkpoint(Callback):
     """Writes ``<directory>/last.pt`` atomically after every epoch (rank 0), plus ``epoch_XXXX.pt``
-    every ``keep_every`` epochs (0 = never). ``last.pt`` is what ``--resume`` continues from.
+    every ``keep_every`` epochs (0 = never) and ``<stage name>.pt`` (e.g. ``intra.pt``, ``cross.pt``) after
+    the last epoch of each stage. ``last.pt`` is what ``--resume`` continues from.
     """
 
     def __init__(self, directory: Path, *, keep_every: int = 0, is_main: bool = True) -> None:
@@ -316,5 +317,9 @@ class Checkpoint(Callback):
             epoch = trainer.state.epoch
             if self.keep_every > 0 and epoch % self.keep_every == 0:
                 shutil.copyfile(self.last, self.directory / f"epoch_{epoch:04d}.pt")
+            _, stage, stage_epoch = trainer.stage_at(epoch - 1)
+            if stage_epoch == stage.epochs - 1:
+                shutil.copyfile(self.last, self.directory / f"{stage.name}.pt")
+                logger.info("end of stage %s: %s", stage.name, self.directory / f"{stage.name}.pt")
             logger.debug("checkpoint written: %s (epoch %d)", self.last, epoch)
         barrier()

@@ -254,3 +254,30 @@ def test_resume_with_reset_optimizer_is_bit_exact(
     assert resumed.state.global_step == full.state.global_step == 20
     assert resumed.state.history == full.state.history
     _assert_same_state(full, resumed)
+
+
+def test_stage_checkpoints_hold_the_last_epoch_of_each_stage(trainer_factory, fake_method, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    trainer = trainer_factory(fake_method(), run_dir=tmp_path, epochs=(2, 3), iters=2)
+    seen: dict[int, dict[str, torch.Tensor]] = {}
+
+    class Snapshot(Callback):
+        def after_epoch(self, trainer: Trainer) -> None:
+            seen[trainer.state.epoch] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+    trainer.callbacks.append(Snapshot())
+    trainer.fit()
+    ckpts = tmp_path / "checkpoints"
+    assert sorted(p.name for p in ckpts.glob("*.pt")) == ["last.pt", "s0.pt", "s1.pt"]
+    for name, epoch in (("s0", 2), ("s1", 5)):
+        ckpt = load_checkpoint(ckpts / f"{name}.pt")
+        assert ckpt["epoch"] == epoch
+        for key, value in seen[epoch].items():
+            assert torch.equal(ckpt["model"][key], value), (name, key)
+
+
+@pytest.mark.parametrize("name", ["last", "a/b", "", "../x"])
+def test_stage_names_must_be_checkpoint_file_names(name: str) -> None:
+    from vireid.training.engine import StageConfig
+
+    with pytest.raises(ValueError, match="stage name"):
+        StageConfig(name=name)
