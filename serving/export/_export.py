@@ -25,7 +25,9 @@ __all__ = ["EXPORT_METHODS", "EXPORT_VARIANTS", "ExportResult", "export_model", 
 logger = logging.getLogger(__name__)
 
 EXPORT_METHODS: tuple[str, ...] = ("salcr", "sdcl")
-EXPORT_VARIANTS: tuple[str, ...] = ("full", "tiny")
+EXPORT_VARIANTS: tuple[str, ...] = ("full", "tiny", "mobile")
+# What a mobile model without checkpoint or weights file starts from: the packaged ImageNet MobileNetV2.
+PACKAGED_START = "imagenet"
 INPUT_NAME = "images"
 OUTPUT_NAME = "embeddings"
 _CFG_KEYS = ("method", "variant", "input_size", "mean", "std", "interpolation", "flip_average", "embed_dim")
@@ -71,9 +73,12 @@ def _load_model(
     *,
     variant: str,
     checkpoint: Path | None,
-    backbone_weights: Path | None,
+    backbone_weights: Path | str | None,
 ) -> nn.Module:
-    """Build or restore the model (Contract 1 / Contract 7); raises ValueError/FileNotFoundError."""
+    """Build or restore the model (Contract 1 / Contract 7); raises ValueError/FileNotFoundError.
+
+    ``backbone_weights`` is a local file or ``"imagenet"`` (the packaged MobileNetV2, mobile variants).
+    """
     if checkpoint is not None:
         from vireid.training.engine import load_model_from_checkpoint  # Contract 7
 
@@ -81,7 +86,7 @@ def _load_model(
         return restored
     from vireid.training.models import build_model  # Contract 1
 
-    if backbone_weights is not None and not backbone_weights.is_file():
+    if isinstance(backbone_weights, Path) and not backbone_weights.is_file():
         raise FileNotFoundError(f"backbone weights not found: {backbone_weights}")
     built: nn.Module = build_model(method, variant=variant, pretrained=backbone_weights)
     return built
@@ -115,7 +120,7 @@ def _build_manifest(
     graphs: dict[str, str],
     model_version: str,
     opset: int,
-    sources: tuple[Path | None, Path | None],
+    sources: tuple[Path | None, Path | str | None],
 ) -> Manifest:
     _, height, width = (int(v) for v in cfg["input_size"])
     try:
@@ -230,10 +235,12 @@ def export_model(
     Args:
         method: ``"salcr"`` or ``"sdcl"``.
         out_dir: Model directory to create.
-        variant: ``"full"`` or ``"tiny"``; default: the checkpoint's variant, else ``"full"``. When
-            given together with a checkpoint it must match the checkpoint's.
+        variant: ``"full"``, ``"tiny"`` or ``"mobile"``; default: the checkpoint's variant, else
+            ``"full"``. When given together with a checkpoint it must match the checkpoint's.
         checkpoint: Training checkpoint (Contract 7); excludes ``backbone_weights``.
-        backbone_weights: Pretrained backbone file passed to ``build_model(pretrained=...)``.
+        backbone_weights: Pretrained backbone file passed to ``build_model(pretrained=...)``, or
+            ``"imagenet"``. A ``mobile`` model with neither this nor a checkpoint is exported from the
+            packaged ImageNet MobileNetV2 start (the manifest says ``pretrained: imagenet``).
         opset: ONNX opset version.
         overwrite: Replace an existing ``out_dir``.
         verify_rows: Rows of the random verification batch.
@@ -241,8 +248,8 @@ def export_model(
         seed: Seed of the verification inputs.
 
     Returns:
-        :class:`ExportResult`. Without any weights the model is randomly initialised: a warning is
-        logged and the manifest says ``randomly_initialised: true``.
+        :class:`ExportResult`. Without any weights a full or tiny model is randomly initialised: a
+        warning is logged and the manifest says ``randomly_initialised: true``.
 
     Raises:
         ValueError: bad method/variant/arguments, or the model disagrees with them.
@@ -262,7 +269,13 @@ def export_model(
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; pass overwrite=True (--force) to replace it")
     ckpt = Path(checkpoint) if checkpoint is not None else None
-    weights = Path(backbone_weights) if backbone_weights is not None else None
+    weights: Path | str | None = None
+    if str(backbone_weights) == PACKAGED_START or (
+        backbone_weights is None and ckpt is None and variant == "mobile"
+    ):
+        weights = PACKAGED_START
+    elif backbone_weights is not None:
+        weights = Path(backbone_weights)
     model = _load_model(method, variant=variant or "full", checkpoint=ckpt, backbone_weights=weights).eval()
     if variant is None:
         variant = str(getattr(model, "default_cfg", {}).get("variant", "full"))

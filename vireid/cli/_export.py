@@ -21,19 +21,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         description=(
             "Export one ONNX graph per modality (visible, infrared) with a dynamic batch axis and a "
             "manifest.json, verified against PyTorch in ONNX Runtime. Without --checkpoint or "
-            "--backbone-weights the model is randomly initialised (marked so in the manifest)."
+            "--backbone-weights a mobile model is the packaged ImageNet start and a full or tiny model is "
+            "randomly initialised (the manifest says which)."
         ),
     )
     parser.add_argument("--method", required=True, choices=("salcr", "sdcl"), help="model family")
     parser.add_argument(
         "--variant",
         default=None,
-        choices=("full", "tiny"),
-        help="model size (default: the checkpoint's, else full)",
+        choices=("full", "tiny", "mobile"),
+        help="model size: full, tiny or mobile (MobileNetV2; default: the checkpoint's, else full)",
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--checkpoint", type=Path, help="training checkpoint (vireid train output)")
-    source.add_argument("--backbone-weights", type=Path, help="pretrained backbone weights file")
+    source.add_argument(
+        "--backbone-weights",
+        help="pretrained backbone weights file, or 'imagenet' (packaged MobileNetV2; mobile only)",
+    )
     parser.add_argument("--out", required=True, type=Path, help="model directory to create")
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset version (default: 18)")
     parser.add_argument("--force", action="store_true", help="replace an existing --out directory")
