@@ -1,11 +1,15 @@
-"""Fixtures for the API tests: fake embedder, a temporary data dir, started apps.
+"""Fixtures for the API tests: fake embedder, a temporary data dir, started apps, both databases.
 
 The index store is the real one (exact flat FAISS index); ``IndexStore`` builds FAISS indexes only, so
-``NumpyGalleryIndex`` serves as the reference the search results are compared with.
+``NumpyGalleryIndex`` serves as the reference the search results are compared with. ``db_settings``
+runs a test on SQLite and on the machine's PostgreSQL (``VIREID_TEST_POSTGRES_URL``, default
+127.0.0.1:5432/test; skipped when unreachable unless ``VIREID_REQUIRE_POSTGRES=1``).
 """
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,6 +28,42 @@ def embedder() -> FakeEmbedder:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings(data_dir=tmp_path / "data", max_upload_bytes=256 * 1024, max_image_pixels=1_000_000)
+
+
+_DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A URL whose search_path is a fresh schema, dropped afterwards (other tables are not touched)."""
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    base = os.environ.get("VIREID_TEST_POSTGRES_URL", _DEFAULT_POSTGRES_URL)
+    engine = sqlalchemy.create_engine(base, connect_args={"connect_timeout": 3})
+    schema = f"vireid_api_{uuid.uuid4().hex[:12]}"
+    try:
+        with engine.begin() as conn:
+            conn.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
+    except sqlalchemy.exc.OperationalError as exc:
+        engine.dispose()
+        if os.environ.get("VIREID_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL required but unreachable at {base}: {exc}")
+        pytest.skip(f"PostgreSQL unreachable at {base}")
+    sep = "&" if "?" in base else "?"
+    try:
+        yield f"{base}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """The ``settings`` of the API tests on SQLite, then on a private PostgreSQL schema."""
+    url = None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    return Settings(
+        data_dir=tmp_path / "data", database_url=url, max_upload_bytes=256 * 1024, max_image_pixels=1_000_000
+    )
 
 
 @pytest.fixture

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,32 +11,6 @@ from fastapi.testclient import TestClient
 from vireid.api import Settings, create_app
 
 pytestmark = pytest.mark.postgres
-
-_DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A URL whose search_path is a fresh schema, dropped afterwards (other tables are not touched)."""
-    sqlalchemy = pytest.importorskip("sqlalchemy")
-    base = os.environ.get("VIREID_TEST_POSTGRES_URL", _DEFAULT_URL)
-    engine = sqlalchemy.create_engine(base)
-    schema = f"vireid_api_{uuid.uuid4().hex[:12]}"
-    try:
-        with engine.begin() as conn:
-            conn.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
-    except sqlalchemy.exc.OperationalError as exc:
-        engine.dispose()
-        if os.environ.get("VIREID_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"PostgreSQL required but unreachable at {base}: {exc}")
-        pytest.skip(f"PostgreSQL unreachable at {base}")
-    sep = "&" if "?" in base else "?"
-    try:
-        yield f"{base}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with engine.begin() as conn:
-            conn.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        engine.dispose()
 
 
 def test_gallery_and_restart_on_postgres(postgres_url: str, tmp_path: Path) -> None:
