@@ -6,6 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from vireid.api._bounds import MAX_CAMERA_CHARS, MAX_SOURCE_CHARS, MAX_TRACK_ID_CHARS
 from vireid.api.settings import Modality
 
 __all__ = [
@@ -63,11 +64,11 @@ class SearchResponse(BaseModel):
 class GalleryItemCreate(BaseModel):
     """Metadata sent with ``POST /gallery`` (multipart form fields), applied to every image."""
 
-    camera: str = Field(min_length=1, max_length=64)
+    camera: str = Field(min_length=1, max_length=MAX_CAMERA_CHARS)
     modality: Modality
     captured_at: datetime | None = None
-    track_id: str | None = Field(default=None, max_length=128)
-    source: str | None = Field(default=None, max_length=1024)
+    track_id: str | None = Field(default=None, max_length=MAX_TRACK_ID_CHARS)
+    source: str | None = Field(default=None, max_length=MAX_SOURCE_CHARS)
 
 
 class GalleryItemPublic(BaseModel):

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Response, UploadFile, status
 
+from vireid.api._bounds import MAX_CAMERA_CHARS, MAX_SOURCE_CHARS, MAX_TRACK_ID_CHARS, ItemIdPath
 from vireid.api._uploads import read_upload
 from vireid.api.deps import ApiKeyDep, GalleryServiceDep, SettingsDep
 from vireid.api.errors import InvalidInputError
@@ -37,11 +38,20 @@ def add_images(
     service: GalleryServiceDep,
     settings: SettingsDep,
     images: Annotated[list[UploadFile], File(description="One or more crops (JPEG, PNG or BMP).")],
-    camera: Annotated[str, Form(min_length=1, max_length=64)],
+    camera: Annotated[
+        str, Form(min_length=1, max_length=MAX_CAMERA_CHARS, description="No control characters.")
+    ],
     modality: Annotated[Modality, Form()],
-    captured_at: Annotated[datetime | None, Form(description="ISO 8601; naive = UTC.")] = None,
-    track_id: Annotated[str | None, Form(max_length=128)] = None,
-    source: Annotated[str | None, Form(max_length=1024, description="Default: upload file name.")] = None,
+    captured_at: Annotated[
+        datetime | None, Form(description="ISO 8601; naive = UTC; years 0001-01-02 to 9999-12-30 in UTC.")
+    ] = None,
+    track_id: Annotated[
+        str | None, Form(max_length=MAX_TRACK_ID_CHARS, description="No control characters.")
+    ] = None,
+    source: Annotated[
+        str | None,
+        Form(max_length=MAX_SOURCE_CHARS, description="Default: upload file name. No control characters."),
+    ] = None,
 ) -> GalleryCreateResponse:
     """Add crops of one camera. All or nothing: one bad image refuses the whole request.
 
@@ -89,8 +99,8 @@ def stats(service: GalleryServiceDep) -> GalleryStats:
     )
 
 
-@router.get("/{item_id}", response_model=GalleryItemPublic, responses=error_responses(404, 503))
-def get_item(service: GalleryServiceDep, item_id: int) -> GalleryItemPublic:
+@router.get("/{item_id}", response_model=GalleryItemPublic, responses=error_responses(404, 422, 503))
+def get_item(service: GalleryServiceDep, item_id: ItemIdPath) -> GalleryItemPublic:
     """One gallery item's metadata."""
     return GalleryItemPublic.model_validate(service.get(item_id))
 
@@ -99,9 +109,9 @@ def get_item(service: GalleryServiceDep, item_id: int) -> GalleryItemPublic:
     "/{item_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     dependencies=[ApiKeyDep],
-    responses=error_responses(401, 404, 503),
+    responses=error_responses(401, 404, 422, 503),
 )
-def delete_item(service: GalleryServiceDep, item_id: int) -> Response:
+def delete_item(service: GalleryServiceDep, item_id: ItemIdPath) -> Response:
     """Delete an item from the database and from its index (the index is saved)."""
     service.delete(item_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -7,11 +7,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, UploadFile
 
+from vireid.api._bounds import MAX_FILTER_CAMERAS, MAX_K
 from vireid.api._uploads import parse_csv_list, read_upload
 from vireid.api.deps import SearchServiceDep, SettingsDep
 from vireid.api.routes._responses import error_responses
 from vireid.api.schemas import Match, ModelInfo, SearchResponse
-from vireid.api.services import MAX_K
 from vireid.api.settings import Modality
 
 __all__ = ["router"]
@@ -29,9 +29,16 @@ def search(
     target_modality: Annotated[
         Modality | None, Form(description="Gallery modality to search; default the other one.")
     ] = None,
-    cameras: Annotated[str | None, Form(description="Comma-separated cameras to keep.")] = None,
-    since: Annotated[datetime | None, Form(description="ISO 8601; keep items captured at/after.")] = None,
-    until: Annotated[datetime | None, Form(description="ISO 8601; keep items captured at/before.")] = None,
+    cameras: Annotated[
+        str | None,
+        Form(description=f"Comma-separated cameras to keep (at most {MAX_FILTER_CAMERAS} names)."),
+    ] = None,
+    since: Annotated[
+        datetime | None, Form(description="ISO 8601; keep items captured at/after (see docs for range).")
+    ] = None,
+    until: Annotated[
+        datetime | None, Form(description="ISO 8601; keep items captured before (see docs for range).")
+    ] = None,
 ) -> SearchResponse:
     """Search the gallery with one crop; matches come in descending cosine score.
 

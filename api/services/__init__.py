@@ -15,7 +15,7 @@ from vireid.api.services._layouts import (
     read_folder,
     read_sysu_mm01,
 )
-from vireid.api.services._records import IngestFailure, IngestRecord, as_utc, parse_modality
+from vireid.api.services._records import IngestFailure, IngestRecord, parse_modality
 from vireid.api.services._search import MAX_K, SearchMatch, SearchResult, SearchService, other_modality
 
 __all__ = [
@@ -33,7 +33,6 @@ __all__ = [
     "SearchResult",
     "SearchService",
     "ServiceContext",
-    "as_utc",
     "open_context",
     "other_modality",
     "parse_modality",

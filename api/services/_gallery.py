@@ -17,10 +17,18 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from vireid.api._bounds import (
+    MAX_CAMERA_CHARS,
+    MAX_SOURCE_CHARS,
+    MAX_TRACK_ID_CHARS,
+    check_datetime,
+    check_text,
+    is_item_id,
+)
 from vireid.api.errors import InvalidInputError, NotFoundError, ServiceError
 from vireid.api.services._context import ServiceContext
 from vireid.api.services._images import decode, sha256_hex
-from vireid.api.services._records import IngestRecord, as_utc, parse_modality
+from vireid.api.services._records import IngestRecord, parse_modality
 from vireid.api.settings import MODALITIES, Modality
 
 if TYPE_CHECKING:
@@ -258,6 +266,8 @@ class GalleryService:
         Raises:
             NotFoundError: no item with this id.
         """
+        if not is_item_id(item_id):
+            raise NotFoundError(f"gallery item {item_id} not found")
         with self._ctx.session() as session:
             item = self._ctx.repository.get(session=session, id=item_id)
             if item is None:
@@ -271,6 +281,8 @@ class GalleryService:
         Raises:
             NotFoundError: no item with this id.
         """
+        if not is_item_id(item_id):
+            raise NotFoundError(f"gallery item {item_id} not found")
         ctx = self._ctx
         with ctx.lock:
             ctx.refresh()
@@ -321,21 +333,30 @@ def _existing_ids(
 
 
 def _new_item(record: IngestRecord, sha256: str) -> NewItem:
-    """The repository's item for a record.
+    """The repository's item for a record, its metadata checked against :mod:`vireid.api._bounds`.
 
     Raises:
-        InvalidInputError: metadata the repository refuses (camera over 64 characters, ...).
+        InvalidInputError: metadata out of bounds (a camera over 64 characters, a control character in
+            a text field, a capture time outside the accepted range, ...).
     """
     from vireid.index import NewItem
 
+    source = record.source
+    where = source if source.isprintable() and len(source) <= 200 else repr(source[:200])
     try:
+        check_text(record.camera, name="camera", max_chars=MAX_CAMERA_CHARS)
+        if record.track_id is not None:
+            check_text(record.track_id, name="track_id", max_chars=MAX_TRACK_ID_CHARS)
+        check_text(record.source, name="source", max_chars=MAX_SOURCE_CHARS)
         return NewItem(
             camera=record.camera,
             modality=record.modality,
-            captured_at=as_utc(record.captured_at),
+            captured_at=check_datetime(record.captured_at, name="captured_at"),
             track_id=record.track_id,
             source=record.source,
             sha256=sha256,
         )
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{where}: {exc.detail}") from exc
     except ValueError as exc:
-        raise InvalidInputError(f"{record.source}: {exc}") from exc
+        raise InvalidInputError(f"{where}: {exc}") from exc

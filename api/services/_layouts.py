@@ -14,8 +14,9 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 
+from vireid.api._bounds import check_datetime
 from vireid.api.errors import InvalidInputError
-from vireid.api.services._records import IngestFailure, IngestRecord, as_utc, parse_modality
+from vireid.api.services._records import IngestFailure, IngestRecord, parse_modality
 from vireid.api.settings import Modality
 
 __all__ = [
@@ -75,17 +76,18 @@ def read_folder(
 
     Raises:
         FileNotFoundError: ``root`` is not a folder.
-        InvalidInputError: bad modality or empty camera.
+        InvalidInputError: bad modality, empty camera or a capture time out of bounds.
     """
     if not root.is_dir():
         raise FileNotFoundError(f"not a folder: {root}")
     mod = parse_modality(modality)
+    aware_time = check_datetime(captured_at, name="captured_at")
     records = [
         IngestRecord(
             source=str(path),
             camera=camera,
             modality=mod,
-            captured_at=as_utc(captured_at),
+            captured_at=aware_time,
             track_id=track_id,
             path=path,
         )
@@ -102,8 +104,7 @@ def _parse_time(text: str | None) -> datetime | None:
         parsed = datetime.fromisoformat(text.strip())
     except ValueError as exc:
         raise InvalidInputError(f"captured_at is not ISO 8601: {text!r}") from exc
-    aware: datetime | None = as_utc(parsed)
-    return aware
+    return check_datetime(parsed, name="captured_at")
 
 
 def _csv_row(

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 from vireid.api.errors import InvalidInputError, PayloadTooLargeError
 from vireid.api.settings import MODALITIES, Modality
 
-__all__ = ["IngestFailure", "IngestRecord", "as_utc", "parse_modality"]
+__all__ = ["IngestFailure", "IngestRecord", "parse_modality"]
 
 
 def parse_modality(value: str) -> Modality:
@@ -26,15 +26,6 @@ def parse_modality(value: str) -> Modality:
     raise InvalidInputError(f"modality must be one of {', '.join(MODALITIES)}, got {value!r}")
 
 
-def as_utc(value: datetime | None) -> datetime | None:
-    """Make a timestamp timezone-aware: naive values are taken to be UTC, aware ones are converted."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
-
-
 @dataclass(frozen=True)
 class IngestRecord:
     """One image to add to the gallery, either a file (``path``) or uploaded bytes (``data``).
@@ -43,7 +34,7 @@ class IngestRecord:
         source: where the image came from (file path or upload file name), stored as metadata.
         camera: camera name, free text (e.g. ``"cam3"``).
         modality: ``"visible"`` or ``"infrared"``.
-        captured_at: capture time (timezone-aware after :func:`as_utc`), or None.
+        captured_at: capture time (naive = UTC), or None; checked by the gallery service.
         track_id: tracker / identity label, or None.
         path: file to read, when ``data`` is None.
         data: the encoded image bytes, when already in memory.

@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vireid.api._bounds import MAX_K, check_camera_filter, check_datetime
 from vireid.api.errors import InvalidInputError
 from vireid.api.services._context import ServiceContext
 from vireid.api.services._images import decode
-from vireid.api.services._records import as_utc, parse_modality
+from vireid.api.services._records import parse_modality
 from vireid.api.settings import Modality
 
 if TYPE_CHECKING:
@@ -23,9 +24,6 @@ if TYPE_CHECKING:
 __all__ = ["MAX_K", "SearchMatch", "SearchResult", "SearchService", "other_modality"]
 
 logger = logging.getLogger(__name__)
-
-#: Largest number of results one search may ask for (public API contract).
-MAX_K = 1000
 
 
 def other_modality(modality: Modality) -> Modality:
@@ -87,10 +85,11 @@ class SearchService:
             modality: modality of the query (selects the embedding graph).
             k: number of results, 1..:data:`MAX_K`.
             target_modality: gallery modality to search; default the other modality.
-            cameras: keep only these gallery cameras.
+            cameras: keep only these gallery cameras (at most ``MAX_FILTER_CAMERAS`` names).
             since: keep only items captured at or after this time (naive = UTC).
             until: keep only items captured before this time (exclusive; naive = UTC). Items without a
-                capture time are dropped by either time filter.
+                capture time are dropped by either time filter. Both must lie in the range of
+                :func:`vireid.api._bounds.check_datetime`.
             source: name of the query in error messages.
 
         Raises:
@@ -176,7 +175,7 @@ def _match(row: Any, score: float) -> SearchMatch:
         score=score,
         camera=row.camera,
         modality=row.modality,
-        captured_at=as_utc(row.captured_at),
+        captured_at=row.captured_at,  # UTCDateTime: timezone-aware UTC
         track_id=row.track_id,
         source=row.source,
     )
@@ -185,12 +184,8 @@ def _match(row: Any, score: float) -> SearchMatch:
 def _check_filters(
     *, cameras: Sequence[str] | None, since: datetime | None, until: datetime | None
 ) -> tuple[list[str] | None, datetime | None, datetime | None]:
-    names = None
-    if cameras is not None:
-        names = sorted({c.strip() for c in cameras if c.strip()})
-        if not names:
-            raise InvalidInputError("cameras must name at least one camera")
-    since, until = as_utc(since), as_utc(until)
+    names = check_camera_filter(cameras)
+    since, until = check_datetime(since, name="since"), check_datetime(until, name="until")
     if since is not None and until is not None and since >= until:
         raise InvalidInputError(f"since ({since.isoformat()}) must be before until ({until.isoformat()})")
     return names, since, until

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,36 @@ def test_unreadable_files_are_reported_and_skipped(context: ServiceContext, tmp_
     assert "empty" in reasons["empty.jpg"] and "cannot read" in reasons["gone.jpg"]
     with pytest.raises(InvalidInputError, match=r"bad\.jpg"):
         GalleryService(context).ingest(records[1:2], strict=True)
+
+
+def test_out_of_bounds_metadata_fails_only_its_record(context: ServiceContext) -> None:
+    records = [
+        *_records([1]),
+        IngestRecord(source="nul.jpg", camera="a\x00b", modality="visible", data=image_bytes(2)),
+        IngestRecord(source="t.jpg", camera="c", modality="visible", track_id="x\ny", data=image_bytes(3)),
+        IngestRecord(
+            source="old.jpg",
+            camera="c",
+            modality="visible",
+            captured_at=datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1))),
+            data=image_bytes(4),
+        ),
+    ]
+    report = GalleryService(context).ingest(records)
+    assert report.added == 1
+    reasons = {o.source: o.reason or "" for o in report.failed}
+    assert "camera: control character U+0000" in reasons["nul.jpg"]
+    assert "track_id: control character U+000A" in reasons["t.jpg"]
+    assert "captured_at" in reasons["old.jpg"] and "accepted range" in reasons["old.jpg"]
+
+
+def test_ids_outside_int64_are_not_found(context: ServiceContext) -> None:
+    service = GalleryService(context)
+    for item_id in (2**63, -(2**63) - 1):
+        with pytest.raises(NotFoundError):
+            service.get(item_id)
+        with pytest.raises(NotFoundError):
+            service.delete(item_id)
 
 
 def test_failed_batch_is_rolled_back_and_index_file_kept(

@@ -55,6 +55,16 @@ def test_read_csv(tmp_path: Path) -> None:
     assert "ISO 8601" in failures[2].reason
 
 
+def test_read_csv_and_folder_refuse_out_of_range_times(tmp_path: Path) -> None:
+    (tmp_path / "0.jpg").write_bytes(b"x")
+    csv_path = tmp_path / "list.csv"
+    csv_path.write_text("path,camera,modality,captured_at\n0.jpg,c1,visible,0001-01-01T00:00:00+01:00\n")
+    records, failures = read_csv(csv_path)
+    assert records == [] and "accepted range" in failures[0].reason
+    with pytest.raises(InvalidInputError, match="captured_at"):
+        read_folder(tmp_path, camera="c", modality="visible", captured_at=datetime(9999, 12, 31, 23))
+
+
 def test_read_csv_needs_path_column_and_defaults(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("file,camera\na.jpg,c\n")
