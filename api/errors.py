@@ -2,7 +2,8 @@
 
 Services raise the exceptions below (never ``HTTPException``), so the same code serves the HTTP routes
 and the command line. :func:`install_error_handlers` maps them, and request validation errors, to JSON
-responses; no client input leads to a 5xx.
+responses; no client input leads to a 5xx. Any other exception becomes a complete JSON 500 response
+inside the app (:class:`UnhandledErrorMiddleware`), so the server keeps the client's connection open.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
     "InvalidInputError",
@@ -22,6 +24,7 @@ __all__ = [
     "PayloadTooLargeError",
     "ServiceError",
     "UnauthorizedError",
+    "UnhandledErrorMiddleware",
     "UnsupportedMediaTypeError",
     "format_validation_errors",
     "install_error_handlers",
@@ -119,8 +122,62 @@ async def _unexpected_error_handler(request: Request, exc: Exception) -> JSONRes
     )
 
 
+_INTERNAL_ERROR_BODY = b'{"detail":"internal server error"}'
+
+
+class UnhandledErrorMiddleware:
+    """Answer an exception that escapes the routes with a JSON 500 instead of re-raising it.
+
+    Starlette's own last-resort handler (``ServerErrorMiddleware``) sends its 500 response and then
+    re-raises, and uvicorn closes the connection of any request whose app raised, without a
+    ``Connection: close`` header: a keep-alive client's next request then fails with "connection reset
+    by peer". This middleware sends the complete response and returns normally, so the connection stays
+    usable. An exception after the response has started cannot be answered any more; it is re-raised
+    so that the server drops the half-sent response.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if started:
+                raise
+            logger.error("unhandled error on %s %s", scope.get("method"), scope.get("path"), exc_info=exc)
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status.HTTP_500_INTERNAL_SERVER_ERROR,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(_INTERNAL_ERROR_BODY)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": _INTERNAL_ERROR_BODY})
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Register the JSON error handlers on ``app``."""
+    """Register the JSON error handlers on ``app`` and :class:`UnhandledErrorMiddleware`.
+
+    Call before adding other middleware: the middleware added first is the innermost, so the others
+    (metrics, body limit) see the 500 as an ordinary response.
+    """
     app.add_exception_handler(ServiceError, _service_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
+    # Last resort for an error raised outside UnhandledErrorMiddleware (in another middleware).
     app.add_exception_handler(Exception, _unexpected_error_handler)
+    app.add_middleware(UnhandledErrorMiddleware)
