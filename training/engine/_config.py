@@ -126,18 +126,29 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    """Jaccard + DBSCAN parameters (methods.md §0.3)."""
+    """Jaccard + DBSCAN parameters (methods.md §0.3).
+
+    ``eps_infrared``: DBSCAN eps of the infrared modality when it should differ from ``eps`` (None = the
+    same; the official code uses one eps). Grey infrared crops are more alike than colour ones, so one eps
+    can over-segment the visible and under-segment the infrared clusters (docs/benchmarks.md, learning).
+    """
 
     eps: float = 0.6
     min_samples: int = 4
     k1: int = 30
     k2: int = 6
+    eps_infrared: float | None = None
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.eps < 1.0:
-            raise ValueError(f"cluster.eps must be in (0, 1), got {self.eps}")
+        for name, value in (("eps", self.eps), ("eps_infrared", self.eps_infrared)):
+            if value is not None and not 0.0 < value < 1.0:
+                raise ValueError(f"cluster.{name} must be in (0, 1), got {value}")
         if self.min_samples < 1 or self.k1 < 2 or self.k2 < 1:
             raise ValueError("cluster.min_samples >= 1, cluster.k1 >= 2 and cluster.k2 >= 1 are required")
+
+    def eps_for(self, modality: str) -> float:
+        """DBSCAN eps of ``modality`` (``eps_infrared`` for infrared when set, else ``eps``)."""
+        return self.eps_infrared if modality == "infrared" and self.eps_infrared is not None else self.eps
 
 
 @dataclass(frozen=True)

@@ -126,7 +126,9 @@ class BaselineMethod:
         for modality in MODALITIES:
             feats = ctx.extract(modality, flip=False)
             distance = jaccard_distance(feats, k1=cl.k1, k2=cl.k2)
-            labels[modality] = dbscan_pseudo_labels(distance, cl.eps, min_samples=cl.min_samples)
+            labels[modality] = dbscan_pseudo_labels(
+                distance, cl.eps_for(modality), min_samples=cl.min_samples
+            )
             if labels[modality].max(initial=-1) < 0:
                 continue  # no cluster: the collapse guard (or epoch_batches) reports it
             self.memories[modality] = self._centroid_memory(feats, labels[modality], momentum, ctx.device)

@@ -46,7 +46,7 @@ def test_yaml_and_overrides(tmp_path) -> None:
 
 
 def test_unknown_key_lists_valid_keys(tmp_path) -> None:
-    with pytest.raises(KeyError, match=r"cluster\.epsilon.*valid keys.*'eps', 'k1', 'k2', 'min_samples'"):
+    with pytest.raises(KeyError, match=r"cluster\.epsilon.*valid keys.*'eps', 'eps_infrared', 'k1', 'k2', 'min_samples'"):
         load_config(None, ["cluster.epsilon=0.5"])
     with pytest.raises(KeyError, match=r"valid keys"):
         load_config(_write(tmp_path, {"clusters": {}}))
@@ -120,3 +120,13 @@ def test_stage_reset_optimizer_option() -> None:
 def test_presets_reset_the_optimizer_per_method(name: str, reset: bool) -> None:
     cfg = load_config(CONFIGS / name, [] if "tiny" in name else ["data.root=somewhere"])
     assert [(s.name, s.reset_optimizer) for s in cfg.stages] == [("intra", False), ("cross", reset)]
+
+
+def test_infrared_eps_falls_back_to_eps_and_is_validated() -> None:
+    from vireid.training.engine import ClusterConfig
+
+    assert ClusterConfig(eps=0.5).eps_for("infrared") == 0.5
+    cfg = ClusterConfig(eps=0.5, eps_infrared=0.4)
+    assert (cfg.eps_for("visible"), cfg.eps_for("infrared")) == (0.5, 0.4)
+    with pytest.raises(ValueError, match="eps_infrared"):
+        ClusterConfig(eps_infrared=1.5)

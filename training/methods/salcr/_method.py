@@ -205,7 +205,7 @@ class SALCRMethod:
         g, pg = {}, {}
         for modality in MODALITIES:
             g[modality], pg[modality] = self._extract_global_part(ctx, modality)
-        dbscan = {m: self._cluster(g[m]) for m in MODALITIES}
+        dbscan = {m: self._cluster(g[m], m) for m in MODALITIES}
         if any(y.max(initial=-1) < 0 for y in dbscan.values()):
             self.labels, self.targets = PseudoLabels(dbscan), {}
             return self.labels  # no cluster in a modality: the collapse guard / epoch_batches reports it
@@ -262,12 +262,12 @@ class SALCRMethod:
         dim = int(self.model.default_cfg["embed_dim"])  # type: ignore[index]
         return F.normalize(feats[:, :dim], dim=1), F.normalize(feats[:, dim:], dim=1)
 
-    def _cluster(self, features: Tensor) -> np.ndarray:
+    def _cluster(self, features: Tensor, modality: str) -> np.ndarray:
         from vireid.training.pseudo_labels import dbscan_pseudo_labels, jaccard_distance
 
         cl = self.cfg.cluster
         distance = jaccard_distance(features, k1=cl.k1, k2=cl.k2)
-        return dbscan_pseudo_labels(distance, cl.eps, min_samples=cl.min_samples)
+        return dbscan_pseudo_labels(distance, cl.eps_for(modality), min_samples=cl.min_samples)
 
     def _memory(self, features: Tensor, device: torch.device, *, exact: bool = False) -> Any:
         from vireid.training.memory import ClusterMemory

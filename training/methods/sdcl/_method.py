@@ -334,7 +334,7 @@ class SDCLMethod:
         if ctx.device.type == "cuda":
             x = x.to(ctx.device)
         distance = jaccard_distance(x, k1=min(k1, x.shape[0]), k2=min(cl.k2, k1, x.shape[0]))
-        labels = dbscan_pseudo_labels(distance, cl.eps, min_samples=cl.min_samples)
+        labels = dbscan_pseudo_labels(distance, cl.eps_for(modality), min_samples=cl.min_samples)
         logger.info(
             "%s: k1=%d -> %d clusters, %d outliers of %d",
             modality,
