@@ -46,7 +46,8 @@ def test_yaml_and_overrides(tmp_path) -> None:
 
 
 def test_unknown_key_lists_valid_keys(tmp_path) -> None:
-    with pytest.raises(KeyError, match=r"cluster\.epsilon.*valid keys.*'eps', 'eps_infrared', 'k1', 'k2', 'min_samples'"):
+    keys = "'eps', 'eps_infrared', 'k1', 'k2', 'min_samples'"
+    with pytest.raises(KeyError, match=rf"cluster\.epsilon.*valid keys.*{keys}"):
         load_config(None, ["cluster.epsilon=0.5"])
     with pytest.raises(KeyError, match=r"valid keys"):
         load_config(_write(tmp_path, {"clusters": {}}))
