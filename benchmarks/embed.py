@@ -1,6 +1,7 @@
 """Embedding throughput: PyTorch eager vs ONNX Runtime for the same model, batch and input.
 
-For each case the model is built with random weights (``build_model``), exported with
+For each case the model is built (``build_model``; random weights for the ResNet-50 / ViT-B cases, the
+packaged ImageNet start for the ``-mobile`` MobileNetV2 cases), exported with
 ``vireid.serving.export.export_model`` (BN folded, verified) and both sides embed the same
 preprocessed batch with the same number of threads. The torch side runs ``export_module(modality)``
 under ``torch.inference_mode()``, i.e. exactly the computation in the ONNX graph (one view, no flip).
@@ -9,6 +10,7 @@ Optionally the int8 graph (``quantize_model``) is timed too, with its mean/min c
 Usage::
 
     OMP_NUM_THREADS=2 python benchmarks/embed.py --threads 2 --batch 32 --iters 10
+    python benchmarks/embed.py --cases salcr-mobile,sdcl-mobile --int8 --calibration-dir DIR
     python benchmarks/embed.py --cases salcr --iters 2 --int8 --calibration-dir DIR   # quick check
 
 Prints one line per case and backend, e.g.
@@ -28,7 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
-CASES = {"salcr": "salcr-resnet50", "sdcl": "sdcl-vitb"}
+# case -> (method, variant or None for --variant, row label)
+CASES = {
+    "salcr": ("salcr", None, "salcr-resnet50"),
+    "sdcl": ("sdcl", None, "sdcl-vitb"),
+    "salcr-mobile": ("salcr", "mobile", "salcr-mobilenetv2"),
+    "sdcl-mobile": ("sdcl", "mobile", "sdcl-mobilenetv2"),
+}
 
 
 def _time(fn: Callable[[], object], *, warmup: int, iters: int) -> float:
@@ -65,7 +73,7 @@ def _calibration_images(directory: Path | None, count: int) -> list[np.ndarray]:
     return [np.asarray(Image.open(p).convert("RGB")) for p in paths[::step][:count]]
 
 
-def _run_case(method: str, args: argparse.Namespace, work: Path) -> None:
+def _run_case(case: str, args: argparse.Namespace, work: Path) -> None:
     import torch
 
     from vireid.serving.export import export_model, quantize_model
@@ -73,8 +81,11 @@ def _run_case(method: str, args: argparse.Namespace, work: Path) -> None:
     from vireid.training.models import build_model
 
     torch.set_num_threads(args.threads)
-    model = build_model(method, variant=args.variant).eval()
-    export = export_model(method, out_dir=work / method, variant=args.variant, verify_rows=args.verify_rows)
+    method, fixed_variant, label = CASES[case]
+    variant = fixed_variant or args.variant
+    pretrained = "imagenet" if variant == "mobile" else None
+    model = build_model(method, variant=variant, pretrained=pretrained).eval()
+    export = export_model(method, out_dir=work / case, variant=variant, verify_rows=args.verify_rows)
     spec = export.manifest.input
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (spec.height, spec.width, 3), dtype=np.uint8) for _ in range(args.batch)]
@@ -90,7 +101,7 @@ def _run_case(method: str, args: argparse.Namespace, work: Path) -> None:
     graphs = {"fp32": export.graph_paths[args.modality]}
     if args.int8:
         calib = _calibration_images(args.calibration_dir, args.calibration_count)
-        q = quantize_model(export.out_dir, out_dir=work / f"{method}-int8", calibration_images=calib)
+        q = quantize_model(export.out_dir, out_dir=work / f"{case}-int8", calibration_images=calib)
         graphs["int8"] = q.graph_paths[args.modality]
     reference = None
     for precision, path in graphs.items():
@@ -107,7 +118,7 @@ def _run_case(method: str, args: argparse.Namespace, work: Path) -> None:
             )
             extra = f" cosine_vs_fp32_mean={cos.mean():.4f} min={cos.min():.4f}"
         print(
-            f"embed model={CASES[method]} variant={args.variant} batch={args.batch} "
+            f"embed model={label} variant={variant} batch={args.batch} "
             f"input={spec.height}x{spec.width} "
             f"precision={precision} torch_eager={args.batch / t_eager:.2f} img/s "
             f"onnxruntime={args.batch / t_ort:.2f} img/s ratio={t_eager / t_ort:.2f}x threads={args.threads}"
@@ -118,8 +129,10 @@ def _run_case(method: str, args: argparse.Namespace, work: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cases", default="salcr,sdcl", help="comma-separated methods (salcr, sdcl)")
-    parser.add_argument("--variant", default="full", choices=("full", "tiny"))
+    parser.add_argument(
+        "--cases", default=",".join(CASES), help=f"comma-separated cases ({', '.join(CASES)})"
+    )
+    parser.add_argument("--variant", default="full", choices=("full", "tiny"), help="of the salcr/sdcl cases")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2, help="torch and ORT intra-op threads")
     parser.add_argument("--iters", type=int, default=10)
@@ -132,15 +145,15 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, help="keep exports here (default: a temp dir)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    methods = [m.strip() for m in args.cases.split(",") if m.strip()]
-    unknown = sorted(set(methods) - set(CASES))
+    cases = [m.strip() for m in args.cases.split(",") if m.strip()]
+    unknown = sorted(set(cases) - set(CASES))
     if unknown:
         parser.error(f"unknown cases {unknown}; valid: {sorted(CASES)}")
     with tempfile.TemporaryDirectory(prefix="vireid-bench-") as tmp:
         work = args.workdir if args.workdir is not None else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        for method in methods:
-            _run_case(method, args, work)
+        for case in cases:
+            _run_case(case, args, work)
 
 
 if __name__ == "__main__":
