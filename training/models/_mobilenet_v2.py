@@ -203,7 +203,8 @@ class TwoStreamMobileNetV2(TwoStreamResNet50):
         cfg: architecture; ``MOBILE_VARIANTS["mobile"]`` (288×144 → 18×9×1280) when None.
 
     Raises:
-        ValueError: H/16 of ``cfg.input_size`` is not divisible by ``cfg.num_parts``.
+        ValueError: H is not a multiple of 16 with H/16 divisible by ``cfg.num_parts``, or W not a
+            multiple of 8 (the last map is H/16 × ceil(W/16)).
     """
 
     imagenet_parts: tuple[str, ...] = ("visible_stem", "thermal_stem", "trunk")
@@ -211,10 +212,10 @@ class TwoStreamMobileNetV2(TwoStreamResNet50):
     def __init__(self, cfg: MobileNetV2Config | None = None) -> None:
         mobile = cfg if cfg is not None else MOBILE_VARIANTS["mobile"]
         h, w = mobile.input_size
-        if h % 16 or w % 16 or (h // 16) % mobile.num_parts:
+        if h % 16 or w % 8 or (h // 16) % mobile.num_parts:
             raise ValueError(
-                f"input size {h}x{w} must be a multiple of 16 with H/16 divisible by num_parts="
-                f"{mobile.num_parts} (e.g. 288x144 or 192x96)"
+                f"input size {h}x{w}: H must be a multiple of 16 with H/16 divisible by num_parts="
+                f"{mobile.num_parts}, W a multiple of 8 (e.g. 288x144, 192x96 or 144x72)"
             )
         super().__init__(mobile)  # type: ignore[arg-type]  # duck-typed config: same head fields
 
@@ -236,7 +237,7 @@ class MobileSDCL(nn.Module):
         cfg: architecture; ``MOBILE_VARIANTS["mobile"]`` when None.
 
     Raises:
-        ValueError: the input size is not a multiple of 16, or ``shallow_block`` is not inside the trunk.
+        ValueError: H is not a multiple of 16 or W of 8, or ``shallow_block`` is not inside the trunk.
     """
 
     imagenet_parts: tuple[str, ...] = ("visible_stem", "thermal_stem", "trunk_shallow", "trunk_deep", "b1")
@@ -245,8 +246,8 @@ class MobileSDCL(nn.Module):
         super().__init__()
         self.cfg = cfg if cfg is not None else MOBILE_VARIANTS["mobile"]
         h, w = self.cfg.input_size
-        if h % 16 or w % 16:
-            raise ValueError(f"input size {h}x{w} is not a multiple of 16")
+        if h % 16 or w % 8:
+            raise ValueError(f"input size {h}x{w}: H must be a multiple of 16 and W of 8")
         tap, stem_end = self.cfg.shallow_block, self.cfg.stem_blocks
         if not stem_end <= tap < NUM_BLOCKS - 2:
             raise ValueError(f"shallow_block must be in [{stem_end}, {NUM_BLOCKS - 3}], got {tap}")
