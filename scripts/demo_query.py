@@ -1,8 +1,21 @@
-"""POST every infrared query crop of a dataset to a running vireid service and print the matches.
+"""POST every held-out infrared query crop of a dataset to a running vireid service and score the answers.
 
-Used by ``scripts/demo.sh``. For a SYSU-MM01 tree the queries are the infrared test crops (cams 3, 6) and
-a match is correct when it shows the same identity folder; for a camera-folder tree they are the infrared
-crops, checked against ``identities.csv`` when the tree has one.
+Used by ``scripts/demo.sh``. For a SYSU-MM01 tree the queries are the infrared test crops (cams 3, 6) and a
+match is correct when it shows the same identity folder; for a camera-folder tree (``vireid synth``) they are
+the infrared crops of the identities that ``split.csv`` holds out from training (all infrared crops when the
+tree has no split), checked against ``identities.csv``.
+
+Each query asks for the whole ranked gallery (``k`` = ``--rank-depth``, 1000 by default, the service's
+maximum), so the last line is computed from the service's answers alone::
+
+    summary: top-1 A% top-10 B% mAP C% chance top-1 D% (N queries, M gallery identities)
+
+top-1 / top-10: share of queries whose first / first ten matches include a crop of the query's identity;
+mAP: mean average precision over each query's ranked list; chance top-1: what a random ranking scores, the
+mean over queries of (gallery crops of the query's identity) / (gallery crops).
+
+``--gallery-csv OUT`` instead writes the ingest CSV of the held-out visible crops of a camera-folder tree (the
+gallery ``scripts/demo.sh`` ingests) and exits.
 """
 
 from __future__ import annotations
@@ -14,7 +27,11 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import yaml
+
+INFRARED = ("infrared", "ir", "thermal", "nir")
+VISIBLE = ("visible", "rgb")
 
 
 def _sysu_queries(root: Path) -> dict[Path, str]:
@@ -27,19 +44,27 @@ def _sysu_queries(root: Path) -> dict[Path, str]:
     }
 
 
-def _folder_queries(root: Path) -> dict[Path, str | None]:
+def _read_column(path: Path, column: str) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    with path.open(newline="") as fh:
+        return {row["path"]: row[column] for row in csv.DictReader(fh)}
+
+
+def _held_out(root: Path, wanted: tuple[str, ...]) -> list[tuple[Path, str, str]]:
+    """(path, camera, identity) of the crops of cameras whose modality is in ``wanted``, test split only."""
     cameras = yaml.safe_load((root / "cameras.yaml").read_text())
     cameras = cameras.get("cameras", cameras)
-    truth: dict[str, str] = {}
-    if (root / "identities.csv").is_file():
-        with (root / "identities.csv").open() as fh:
-            truth = {row["path"]: row["pid"] for row in csv.DictReader(fh)}
-    queries: dict[Path, str | None] = {}
+    truth = _read_column(root / "identities.csv", "pid")
+    split = _read_column(root / "split.csv", "split")
+    crops = []
     for cam, modality in cameras.items():
-        if str(modality).lower() in ("infrared", "ir", "thermal", "nir"):
+        if str(modality).lower() in wanted:
             for path in sorted((root / cam).rglob("*.jpg")):
-                queries[path] = truth.get(path.relative_to(root).as_posix())
-    return queries
+                rel = path.relative_to(root).as_posix()
+                if split.get(rel, "test") == "test":
+                    crops.append((path, cam, truth.get(rel, "")))
+    return crops
 
 
 def _identity(source: str | None, layout: str, root: Path, truth: dict[str, str]) -> str | None:
@@ -66,49 +91,93 @@ def _wait_ready(client: httpx.Client, timeout_s: float = 60.0) -> None:
     sys.exit("demo: the service did not become ready")
 
 
+def _average_precision(hits: np.ndarray) -> float:
+    """AP of one ranked list of booleans (all true matches are in the list: the whole gallery is ranked)."""
+    positions = np.flatnonzero(hits)
+    if positions.size == 0:
+        return 0.0
+    return float(np.mean(np.arange(1, positions.size + 1) / (positions + 1)))
+
+
+def _print_matches(path: Path, identity: str | None, body: dict, found: list[str | None], k: int) -> None:
+    print(
+        f"\nquery {path} (identity {identity}) -> top {k} of {len(body['matches'])} ranked "
+        f"in {body['took_ms']:.1f} ms, model {body['model']['method']} {body['model']['version']}"
+    )
+    for rank, (match, ident) in enumerate(zip(body["matches"][:k], found, strict=False), start=1):
+        mark = "=" if ident == identity else " "
+        print(
+            f"  {rank:2d} {mark} score={match['score']:.4f} id={match['id']} "
+            f"camera={match['camera']} identity={ident} source={match['source']}"
+        )
+
+
+def _write_gallery_csv(root: Path, out: Path) -> int:
+    crops = _held_out(root, VISIBLE)
+    with out.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "camera", "modality"])
+        for path, cam, _ in crops:
+            writer.writerow([path.resolve().as_posix(), cam, "visible"])
+    print(f"gallery: {len(crops)} held-out visible crops listed in {out}")
+    return 0
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--url", required=True)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--url")
     parser.add_argument("--dataset", type=Path, required=True)
     parser.add_argument("--layout", choices=("sysu", "cameras"), required=True)
-    parser.add_argument("-k", type=int, default=10)
+    parser.add_argument("-k", type=int, default=10, help="matches printed per shown query (default 10)")
+    parser.add_argument("--rank-depth", type=int, default=1000, help="matches asked per query (default 1000)")
     parser.add_argument("--show", type=int, default=3, help="queries whose match lists are printed")
+    parser.add_argument("--gallery-csv", type=Path, help="write the held-out visible gallery CSV and exit")
     args = parser.parse_args()
-    queries = _sysu_queries(args.dataset) if args.layout == "sysu" else _folder_queries(args.dataset)
-    truth = {}
-    if args.layout == "cameras" and (args.dataset / "identities.csv").is_file():
-        with (args.dataset / "identities.csv").open() as fh:
-            truth = {row["path"]: row["pid"] for row in csv.DictReader(fh)}
-    hits = judged = 0
+    if args.gallery_csv is not None:
+        return _write_gallery_csv(args.dataset, args.gallery_csv)
+    if not args.url:
+        parser.error("--url is required")
+    if args.layout == "sysu":
+        queries: dict[Path, str | None] = dict(_sysu_queries(args.dataset))
+        truth: dict[str, str] = {}
+    else:
+        queries = {path: pid or None for path, _, pid in _held_out(args.dataset, INFRARED)}
+        truth = _read_column(args.dataset / "identities.csv", "pid")
+    top1, top10, aps, chance = [], [], [], []
+    gallery_ids: set[str] = set()
     with httpx.Client(base_url=args.url, timeout=60.0) as client:
         _wait_ready(client)
         for n, (path, identity) in enumerate(queries.items()):
             with path.open("rb") as fh:
                 files = {"image": (path.name, fh, "image/jpeg")}
-                response = client.post("/search", files=files, data={"modality": "infrared", "k": args.k})
+                data = {"modality": "infrared", "k": args.rank_depth}
+                response = client.post("/search", files=files, data=data)
             response.raise_for_status()
             body = response.json()
             found = [_identity(m["source"], args.layout, args.dataset, truth) for m in body["matches"]]
-            if identity is not None and found:
-                judged += 1
-                hits += found[0] == identity
             if n < args.show:
-                print(
-                    f"\nquery {path} (identity {identity}) -> {len(body['matches'])} matches "
-                    f"in {body['took_ms']:.1f} ms, model {body['model']['method']} {body['model']['version']}"
-                )
-                for rank, (match, ident) in enumerate(zip(body["matches"], found, strict=True), start=1):
-                    mark = "=" if ident == identity else " "
-                    print(
-                        f"  {rank:2d} {mark} score={match['score']:.4f} id={match['id']} "
-                        f"camera={match['camera']} identity={ident} source={match['source']}"
-                    )
-    print(f"\n{len(queries)} infrared queries answered with up to {args.k} visible matches each.")
-    if judged:
-        print(
-            f"top-1 match shows the query's identity for {hits}/{judged} queries "
-            f"({100 * hits / judged:.1f} %)."
-        )
+                _print_matches(path, identity, body, found, args.k)
+            gallery_ids.update(i for i in found if i is not None)
+            if identity is None or not found:
+                continue
+            hits = np.array([i == identity for i in found])
+            top1.append(bool(hits[0]))
+            top10.append(bool(hits[:10].any()))
+            aps.append(_average_precision(hits))
+            chance.append(float(hits.mean()))
+    print(
+        f"\n{len(queries)} infrared queries answered, {args.k} best matches shown for the first {args.show}."
+    )
+    if not top1:
+        print("summary: no query with a known identity (no identities.csv): nothing to score")
+        return 0
+    print(
+        f"summary: top-1 {100 * np.mean(top1):.1f}% top-10 {100 * np.mean(top10):.1f}% "
+        f"mAP {100 * np.mean(aps):.1f}% chance top-1 {100 * np.mean(chance):.1f}% "
+        f"({len(top1)} queries, {len(gallery_ids)} gallery identities)"
+    )
     return 0
 
 
