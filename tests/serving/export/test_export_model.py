@@ -174,3 +174,16 @@ def test_missing_weights_file(tmp_path: Path) -> None:
     pytest.importorskip("vireid.training.models", reason="build_model not available")
     with pytest.raises(FileNotFoundError, match="backbone weights"):
         export_model("salcr", out_dir=tmp_path / "m", variant="tiny", backbone_weights=tmp_path / "nope.pth")
+
+
+def test_mobile_without_weights_exports_the_packaged_imagenet_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model_factory: Callable[..., Any]
+) -> None:
+    model = tiny_model_factory()
+    model.default_cfg = {**model.default_cfg, "variant": "mobile"}
+    calls = _use_model(monkeypatch, model)
+    result = export_model("salcr", out_dir=tmp_path / "model", variant="mobile")
+    assert calls[0]["backbone_weights"] == "imagenet" and calls[0]["checkpoint"] is None
+    manifest = Manifest.load(result.out_dir)
+    assert manifest.pretrained == "imagenet" and manifest.randomly_initialised is False
+    assert manifest.variant == "mobile"
