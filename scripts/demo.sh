@@ -27,7 +27,7 @@ mkdir -p "$WORK"
 echo "demo: work folder $WORK"
 
 if [ -z "$DATASET" ]; then
-    DATASET="$WORK/synthetic"
+    DATASET="$WORK/data"
     [ -f "$DATASET/cameras.yaml" ] ||
         vireid synth "$DATASET" --identities 160 --images-per-camera 4 --size 256x128 --seed 0
 fi
