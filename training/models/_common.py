@@ -64,6 +64,34 @@ def check_eval(module: nn.Module) -> None:
         raise RuntimeError("extract() is for evaluation: call model.eval() first")
 
 
+def contract_cfg(
+    method: str, variant: str, *, input_size: tuple[int, int], interpolation: str, embed_dim: int
+) -> dict[str, object]:
+    """The ``default_cfg`` of Contract 1 (docs/architecture.md): what preprocessing and export read.
+
+    Args:
+        method: ``"salcr"`` or ``"sdcl"``.
+        variant: ``"full"``, ``"tiny"`` or ``"mobile"``.
+        input_size: (H, W) in pixels.
+        interpolation: resize filter of the eval preprocessing (``"bilinear"`` / ``"bicubic"``).
+        embed_dim: D of ``extract``.
+
+    Returns:
+        ``{"method", "variant", "input_size": (3, H, W), "mean", "std", "interpolation",
+        "flip_average": True, "embed_dim"}`` with the ImageNet mean / std.
+    """
+    return {
+        "method": method,
+        "variant": variant,
+        "input_size": (3, *input_size),
+        "mean": IMAGENET_MEAN,
+        "std": IMAGENET_STD,
+        "interpolation": interpolation,
+        "flip_average": True,
+        "embed_dim": embed_dim,
+    }
+
+
 def bn_neck(dim: int, *, weight_std: float = 0.0) -> nn.BatchNorm1d:
     """BatchNorm1d with a frozen bias (the BN-neck of methods.md §A.1 / §B.1).
 

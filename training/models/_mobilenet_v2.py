@@ -48,13 +48,12 @@ import torch
 from torch import Tensor, nn
 
 from ._common import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     ExtractModule,
     bn_neck,
     check_eval,
     check_images,
     check_modality,
+    contract_cfg,
 )
 from ._resnet_two_stream import TwoStreamResNet50, gem_pool
 
@@ -181,19 +180,6 @@ def _indexed(blocks: list[nn.Module], start: int, stop: int) -> nn.Sequential:
     return nn.Sequential(OrderedDict((str(i), blocks[i]) for i in range(start, stop)))
 
 
-def _default_cfg(method: str, cfg: MobileNetV2Config, *, embed_dim: int) -> dict[str, object]:
-    return {
-        "method": method,
-        "variant": cfg.variant,
-        "input_size": (3, *cfg.input_size),
-        "mean": IMAGENET_MEAN,
-        "std": IMAGENET_STD,
-        "interpolation": "bilinear",
-        "flip_average": True,
-        "embed_dim": embed_dim,
-    }
-
-
 class TwoStreamMobileNetV2(TwoStreamResNet50):
     """SALCR on MobileNetV2: separate ``visible_stem`` / ``thermal_stem`` (blocks 0–3), shared ``trunk``
     (blocks 4–18, stride 16), and the heads, forwards and ``extract`` of :class:`TwoStreamResNet50`
@@ -261,7 +247,13 @@ class MobileSDCL(nn.Module):
         self.b2 = _conv_bn(shallow_channels, LAST_CHANNELS, kernel_size=1)
         self.bottleneck = bn_neck(LAST_CHANNELS)
         self.bottleneck_shallow = bn_neck(LAST_CHANNELS)
-        self.default_cfg = _default_cfg("sdcl", self.cfg, embed_dim=2 * LAST_CHANNELS)
+        self.default_cfg = contract_cfg(
+            "sdcl",
+            self.cfg.variant,
+            input_size=self.cfg.input_size,
+            interpolation="bilinear",
+            embed_dim=2 * LAST_CHANNELS,
+        )
 
     @staticmethod
     def _channels_after(blocks: list[nn.Module], index: int) -> int:

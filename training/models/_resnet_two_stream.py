@@ -31,13 +31,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._common import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     ExtractModule,
     bn_neck,
     check_eval,
     check_images,
     check_modality,
+    contract_cfg,
 )
 
 logger = logging.getLogger(__name__)
@@ -256,16 +255,13 @@ class TwoStreamResNet50(nn.Module):
         self.bottleneck = bn_neck(channels, weight_std=self.cfg.neck_std)
         self.part_pool = PartPrototypes(self.cfg.num_parts, channels)
         self.bottleneck_part = bn_neck(self.cfg.num_parts * channels, weight_std=self.cfg.neck_std)
-        self.default_cfg: dict[str, object] = {
-            "method": "salcr",
-            "variant": self.cfg.variant,
-            "input_size": (3, *self.cfg.input_size),
-            "mean": IMAGENET_MEAN,
-            "std": IMAGENET_STD,
-            "interpolation": "bilinear",
-            "flip_average": True,
-            "embed_dim": channels,
-        }
+        self.default_cfg = contract_cfg(
+            "salcr",
+            self.cfg.variant,
+            input_size=self.cfg.input_size,
+            interpolation="bilinear",
+            embed_dim=channels,
+        )
 
     def _backbone(self) -> tuple[nn.Module, nn.Module, nn.Module]:
         """(visible stem, thermal stem, shared trunk); subclasses swap the backbone, keeping the heads."""

@@ -28,13 +28,12 @@ import torch
 from torch import Tensor, nn
 
 from ._common import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     ExtractModule,
     bn_neck,
     check_eval,
     check_images,
     check_modality,
+    contract_cfg,
 )
 
 logger = logging.getLogger(__name__)
@@ -258,16 +257,9 @@ class ViTICS(nn.Module):
         self.norm.requires_grad_(False)
         self.bottleneck = bn_neck(dim)
         self.bottleneck_shallow = bn_neck(dim)
-        self.default_cfg: dict[str, object] = {
-            "method": "sdcl",
-            "variant": self.cfg.variant,
-            "input_size": (3, h, w),
-            "mean": IMAGENET_MEAN,
-            "std": IMAGENET_STD,
-            "interpolation": "bicubic",
-            "flip_average": True,
-            "embed_dim": 2 * dim,
-        }
+        self.default_cfg = contract_cfg(
+            "sdcl", self.cfg.variant, input_size=(h, w), interpolation="bicubic", embed_dim=2 * dim
+        )
 
     @property
     def embed_dim(self) -> int:
