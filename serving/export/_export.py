@@ -26,8 +26,6 @@ logger = logging.getLogger(__name__)
 
 EXPORT_METHODS: tuple[str, ...] = ("salcr", "sdcl")
 EXPORT_VARIANTS: tuple[str, ...] = ("full", "tiny", "mobile")
-# What a mobile model without checkpoint or weights file starts from: the packaged ImageNet MobileNetV2.
-PACKAGED_START = "imagenet"
 INPUT_NAME = "images"
 OUTPUT_NAME = "embeddings"
 _CFG_KEYS = ("method", "variant", "input_size", "mean", "std", "interpolation", "flip_average", "embed_dim")
@@ -268,12 +266,14 @@ def export_model(
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; pass overwrite=True (--force) to replace it")
+    from vireid.training.models import IMAGENET  # the packaged ImageNet MobileNetV2 start (Contract 1)
+
     ckpt = Path(checkpoint) if checkpoint is not None else None
     weights: Path | str | None = None
-    if str(backbone_weights) == PACKAGED_START or (
+    if str(backbone_weights) == IMAGENET or (
         backbone_weights is None and ckpt is None and variant == "mobile"
     ):
-        weights = PACKAGED_START
+        weights = IMAGENET
     elif backbone_weights is not None:
         weights = Path(backbone_weights)
     model = _load_model(method, variant=variant or "full", checkpoint=ckpt, backbone_weights=weights).eval()
