@@ -109,7 +109,7 @@ class ModelConfig:
             cameras without labels, or start from a supervised source model. Only the weights are taken
             (optimizer, schedule and method state start fresh); ``--resume`` still wins over it.
             Mutually exclusive with ``pretrained``.
-        input_size: [H, W] in pixels instead of the variant's own (e.g. [192, 96] for the CPU presets);
+        input_size: [H, W] in pixels instead of the variant's own (e.g. [144, 72] for the CPU presets);
             training, evaluation, checkpoints and the exported manifest all follow it.
     """
 

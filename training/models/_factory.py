@@ -71,7 +71,7 @@ def build_model(
             only), or a local file: ImageNet ResNet-50 state dict (salcr full), TransReID-SSL checkpoint
             (sdcl full), ImageNet MobileNetV2 ``features`` state dict (mobile). None keeps the random
             initialisation.
-        input_size: (H, W) in pixels instead of the variant's own (e.g. (192, 96) for a fast CPU preset);
+        input_size: (H, W) in pixels instead of the variant's own (e.g. (144, 72) for a fast CPU preset);
             recorded in ``default_cfg``, so preprocessing and the exported manifest follow it.
 
     Returns:
