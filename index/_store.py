@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy.orm import Session
 
-from vireid.index._atomic import atomic_write_bytes
+from vireid.index._atomic import atomic_write_bytes, remove_stale_temp_files
 from vireid.index._faiss_index import DEFAULT_FACTORY, FaissGalleryIndex
 from vireid.index._manifest import MANIFEST_FORMAT_VERSION, IndexManifest
 from vireid.index._protocol import CorruptIndexError
@@ -162,6 +162,18 @@ class IndexStore:
     def root(self) -> Path:
         """The ``indexes`` folder."""
         return self._root
+
+    def remove_stale_temp_files(self) -> list[Path]:
+        """Delete the temp files that a writer killed while saving an index left in the ``indexes`` folder.
+
+        Only files of the save's own naming pattern whose writing process is gone are removed (see
+        :func:`vireid.index._atomic.remove_stale_temp_files`); a save running in another live process
+        is not disturbed. Call at startup.
+
+        Returns:
+            The removed files (each also logged).
+        """
+        return remove_stale_temp_files(self._root)
 
     @property
     def factory(self) -> str:

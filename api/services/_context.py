@@ -128,6 +128,9 @@ class ServiceContext:
 def open_context(settings: Settings, *, embedder: Embedder | None = None) -> ServiceContext:
     """Load the embedder, migrate and open the database, and load both gallery indexes.
 
+    Temp files that an index save killed mid-write left behind (by this or another process that is
+    gone) are removed first, and logged.
+
     Args:
         settings: data directory, database URL, model directory, index factory, backend, device.
         embedder: an already built embedder (tests, benchmarks); default
@@ -161,6 +164,7 @@ def open_context(settings: Settings, *, embedder: Embedder | None = None) -> Ser
         engine=engine,
     )
     try:
+        context.store.remove_stale_temp_files()
         context.load_indexes()
     except BaseException:
         context.close()

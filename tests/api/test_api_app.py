@@ -36,6 +36,23 @@ def test_restart_after_lost_index_files_rebuilds_from_sql(settings: Settings) ->
         assert sorted(m["id"] for m in before) == ids
 
 
+def test_startup_removes_temp_files_of_an_interrupted_index_save(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    with TestClient(create_app(settings, embedder=FakeEmbedder())) as first:
+        upload(first, [image_bytes(s) for s in range(3)])
+        before = search(first, image_bytes(1), k=3)["matches"]
+    folder = next((settings.data_dir / "indexes").iterdir())
+    # What a writer killed between mkstemp and rename leaves (pid 2**22 + 1 is above Linux's pid_max).
+    leftover = folder / f".visible.faiss.{2**22 + 1}-q1w2e3r4.tmp"
+    leftover.write_bytes(b"partial index")
+    caplog.set_level("INFO", logger="vireid.index")
+    with TestClient(create_app(settings, embedder=FakeEmbedder())) as second:
+        assert not leftover.exists()
+        assert search(second, image_bytes(1), k=3)["matches"] == before
+    assert "removed stale temp file" in caplog.text
+
+
 def _chunked(data: bytes, size: int = 64 * 1024) -> Iterator[bytes]:
     for start in range(0, len(data), size):
         yield data[start : start + size]
