@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["MODALITIES", "Modality", "Settings", "get_settings"]
@@ -40,6 +40,19 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         default=40_000_000, gt=0, description="Largest decoded image (width × height); bigger is refused."
     )
+    max_request_pixels: int = Field(
+        default=64_000_000,
+        gt=0,
+        description="Most pixels (sum of width × height over its images, read from the image headers) "
+        "one POST /gallery or POST /search may carry; more is refused with 413 before any decoding.",
+    )
+    max_decode_pixels: int = Field(
+        default=48_000_000,
+        gt=0,
+        description="Most decoded pixels the process holds at once, across all requests: images are "
+        "decoded, embedded and released in chunks under it, and requests wait their turn. At least "
+        "max_image_pixels. 48 Mpx is 144 MB as RGB.",
+    )
     max_files_per_request: int = Field(default=64, gt=0, description="Most images in one POST /gallery.")
     index_factory: str = Field(default="IDMap2,Flat", description="FAISS index factory string.")
     backend: Literal["auto", "onnxruntime", "tensorrt"] = Field(default="auto", description="Embedder.")
@@ -53,6 +66,15 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @model_validator(mode="after")
+    def _decode_budget_fits_an_image(self) -> Settings:
+        if self.max_decode_pixels < self.max_image_pixels:
+            raise ValueError(
+                f"max_decode_pixels ({self.max_decode_pixels}) must be at least max_image_pixels "
+                f"({self.max_image_pixels}): the largest accepted image must fit in the decode budget"
+            )
+        return self
 
     @property
     def resolved_database_url(self) -> str:

@@ -11,7 +11,8 @@ __all__ = ["error_responses"]
 _DESCRIPTIONS = {
     401: "Missing or wrong X-API-Key (only when VIREID_API_KEY is set).",
     404: "No gallery item with this id.",
-    413: "Upload larger than VIREID_MAX_UPLOAD_BYTES.",
+    413: "Body or file larger than VIREID_MAX_UPLOAD_BYTES, or images of more pixels in all than "
+    "VIREID_MAX_REQUEST_PIXELS (read from the image headers, before decoding).",
     415: "Image format other than JPEG, PNG or BMP.",
     422: "Bad parameter, or an empty, truncated, undecodable or oversized (pixel count) image.",
     503: "Model or gallery index not loaded.",

@@ -19,7 +19,7 @@ from vireid.api.schemas import (
     GalleryItemPublic,
     GalleryStats,
 )
-from vireid.api.services import IngestRecord
+from vireid.api.services import IngestRecord, check_request_pixels
 from vireid.api.settings import Modality
 
 __all__ = ["router"]
@@ -55,6 +55,10 @@ def add_images(
 ) -> GalleryCreateResponse:
     """Add crops of one camera. All or nothing: one bad image refuses the whole request.
 
+    The images' pixel counts are read from their headers first; a request over
+    ``VIREID_MAX_REQUEST_PIXELS`` in all is refused (413) before any image is decoded. The rest are
+    decoded, embedded and released in chunks, so the request never holds all its decoded images.
+
     An image already stored (same SHA-256 of the bytes, same model and modality) is not added again;
     its existing id is returned and its metadata is left unchanged.
     """
@@ -76,6 +80,11 @@ def add_images(
         )
         for n, upload in enumerate(images)
     ]
+    check_request_pixels(
+        [(r.source, r.data or b"") for r in records],
+        max_image_pixels=settings.max_image_pixels,
+        max_request_pixels=settings.max_request_pixels,
+    )
     report = service.ingest(records, batch_size=len(records), strict=True)
     return GalleryCreateResponse(
         ids=[int(o.id) for o in report.outcomes if o.id is not None],

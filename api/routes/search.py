@@ -12,6 +12,7 @@ from vireid.api._uploads import parse_csv_list, read_upload
 from vireid.api.deps import SearchServiceDep, SettingsDep
 from vireid.api.routes._responses import error_responses
 from vireid.api.schemas import Match, ModelInfo, SearchResponse
+from vireid.api.services import check_request_pixels
 from vireid.api.settings import Modality
 
 __all__ = ["router"]
@@ -46,6 +47,12 @@ def search(
     items pass them. Naive timestamps are taken as UTC.
     """
     data = read_upload(image, max_bytes=settings.max_upload_bytes)
+    name = image.filename or "image"
+    check_request_pixels(
+        [(name, data)],
+        max_image_pixels=settings.max_image_pixels,
+        max_request_pixels=settings.max_request_pixels,
+    )
     result = service.search(
         data,
         modality=modality,
@@ -54,7 +61,7 @@ def search(
         cameras=parse_csv_list(cameras),
         since=since,
         until=until,
-        source=image.filename or "image",
+        source=name,
     )
     return SearchResponse(
         model=ModelInfo(method=result.method, version=result.model_version),

@@ -6,6 +6,7 @@ exceptions, never HTTP ones, so the routes and the command line share them.
 
 from vireid.api.services._context import ServiceContext, open_context
 from vireid.api.services._gallery import GalleryService, GalleryStatsResult, IngestOutcome, IngestReport
+from vireid.api.services._images import check_request_pixels
 from vireid.api.services._layouts import (
     IMAGE_SUFFIXES,
     SYSU_CAMERA_MODALITY,
@@ -33,6 +34,7 @@ __all__ = [
     "SearchResult",
     "SearchService",
     "ServiceContext",
+    "check_request_pixels",
     "open_context",
     "other_modality",
     "parse_modality",

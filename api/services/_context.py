@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from vireid.api.services._budget import PixelBudget
 from vireid.api.settings import MODALITIES, Modality, Settings
 
 if TYPE_CHECKING:
@@ -41,6 +42,8 @@ class ServiceContext:
         repository: SQL access; its methods take a session and never commit (house-style §26).
         engine: the database engine, disposed by :meth:`close`.
         lock: serialises every change to SQL + indexes in this process.
+        decode_budget: decoded pixels held at once by the process (``settings.max_decode_pixels``);
+            every decode reserves from it until its images are embedded.
     """
 
     settings: Settings
@@ -50,6 +53,10 @@ class ServiceContext:
     repository: GalleryRepository
     engine: Engine | None = None
     lock: threading.RLock = field(default_factory=threading.RLock)
+    decode_budget: PixelBudget = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.decode_budget = PixelBudget(self.settings.max_decode_pixels)
 
     @property
     def model_version(self) -> str:

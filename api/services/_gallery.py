@@ -1,10 +1,13 @@
 """Gallery ingest, lookup, delete and stats: used by ``POST /gallery`` and by ``vireid ingest``.
 
-Ingest works in batches. Each batch is read, hashed and decoded first; unreadable files are reported and
-skipped, files whose SHA-256 is already stored for the current model and modality are skipped as
-duplicates (their existing id is returned). The rest is embedded, written to SQL and added to the
-in-memory index; the SQL transaction is committed and the index saved (temp file + rename) only when
-the whole batch succeeded. On any error the transaction is rolled back and the vectors added to the
+Ingest works in batches. Each batch is read, hashed and sized from the image headers first; unreadable
+files are reported and skipped, files whose SHA-256 is already stored for the current model and
+modality are skipped as duplicates (their existing id is returned). The rest is decoded, embedded and
+released in chunks bounded by pixels and by count, each under the process-wide decode budget
+(:class:`~vireid.api.services._budget.PixelBudget`), so only the vectors of a batch are held, never all
+of its decoded images. The vectors are then written to SQL and added to the in-memory index under the
+write lock; the SQL transaction is committed and the index saved (temp file + rename) only when the
+whole batch succeeded. On any error the transaction is rolled back and the vectors added to the
 in-memory index are removed again, so the index on disk is always the one of the last good batch.
 """
 
@@ -26,8 +29,9 @@ from vireid.api._bounds import (
     is_item_id,
 )
 from vireid.api.errors import InvalidInputError, NotFoundError, ServiceError
+from vireid.api.services._budget import plan_chunks
 from vireid.api.services._context import ServiceContext
-from vireid.api.services._images import decode, sha256_hex
+from vireid.api.services._images import decode, image_pixels, sha256_hex
 from vireid.api.services._records import IngestRecord, parse_modality
 from vireid.api.settings import MODALITIES, Modality
 
@@ -112,11 +116,17 @@ class _Prepared:
     position: int
     record: IngestRecord
     item: NewItem
-    image: Image.Image
+    data: bytes = field(repr=False)
+    pixels: int
+    vector: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def sha256(self) -> str:
         return str(self.item.sha256)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.record.modality, self.sha256)
 
 
 class GalleryService:
@@ -173,6 +183,7 @@ class GalleryService:
     def _prepare(
         self, batch: Sequence[IngestRecord], *, strict: bool
     ) -> tuple[list[_Prepared], dict[int, IngestOutcome]]:
+        """Read, hash and size (from the header) each record; nothing is decoded yet."""
         settings = self._ctx.settings
         prepared: list[_Prepared] = []
         failed: dict[int, IngestOutcome] = {}
@@ -180,25 +191,93 @@ class GalleryService:
             try:
                 data = record.read_bytes(max_bytes=settings.max_upload_bytes)
                 item = _new_item(record, sha256_hex(data))
-                image = decode(data, max_pixels=settings.max_image_pixels, source=record.source)
+                pixels = image_pixels(data, max_pixels=settings.max_image_pixels, source=record.source)
             except (ServiceError, OSError) as exc:
                 if strict:
                     raise
-                reason = exc.detail if isinstance(exc, ServiceError) else f"cannot read: {exc}"
-                logger.warning("skipping %s", reason)
-                failed[position] = IngestOutcome(record.source, "failed", reason=reason)
+                failed[position] = _failure(record, exc)
                 continue
-            prepared.append(_Prepared(position, record, item, image))
+            prepared.append(_Prepared(position, record, item, data, pixels))
         return prepared, failed
+
+    def _embed(
+        self,
+        todo: Sequence[_Prepared],
+        modality: Modality,
+        *,
+        strict: bool,
+        failed: dict[int, IngestOutcome],
+    ) -> list[_Prepared]:
+        """Decode, embed and release ``todo`` in chunks under the decode budget; sets each ``vector``.
+
+        Chunks hold at most ``settings.batch_size`` images and ``settings.max_decode_pixels`` pixels
+        (one larger image is a chunk of its own); each reserves its pixels from the process-wide
+        budget while its images are alive.
+
+        Returns:
+            The records that were embedded; the others are in ``failed`` (or, with ``strict``, the first
+            decode error is raised).
+        """
+        ctx, settings = self._ctx, self._ctx.settings
+        done: list[_Prepared] = []
+        for chunk in plan_chunks(
+            todo, lambda p: p.pixels, max_pixels=settings.max_decode_pixels, max_items=settings.batch_size
+        ):
+            with ctx.decode_budget.reserve(sum(p.pixels for p in chunk)):
+                images: list[Image.Image] = []
+                decoded: list[_Prepared] = []
+                for p in chunk:
+                    try:
+                        images.append(
+                            decode(p.data, max_pixels=settings.max_image_pixels, source=p.record.source)
+                        )
+                    except ServiceError as exc:
+                        if strict:
+                            raise
+                        failed[p.position] = _failure(p.record, exc)
+                        continue
+                    decoded.append(p)
+                if not images:
+                    continue
+                vectors = np.ascontiguousarray(ctx.embedder.embed(images, modality), dtype=np.float32)
+                del images
+            for p, vector in zip(decoded, vectors, strict=True):
+                p.vector = vector
+            done.extend(decoded)
+        return done
 
     def _ingest_batch(self, batch: Sequence[IngestRecord], *, strict: bool) -> list[IngestOutcome]:
         prepared, outcomes = self._prepare(batch, strict=strict)
+        # Embed outside the write lock what is not stored yet (first copy of each image); _store checks
+        # again under the lock and embeds there only what was deleted meanwhile.
+        with self._ctx.session() as session:
+            stored = {
+                modality: _existing_ids(
+                    session,
+                    sha256s=sorted({p.sha256 for p in prepared if p.record.modality == modality}),
+                    model_version=self._ctx.model_version,
+                    modality=modality,
+                )
+                for modality in MODALITIES
+            }
+        first: dict[tuple[str, str], _Prepared] = {}
+        for p in prepared:
+            if p.sha256 not in stored[p.record.modality]:
+                first.setdefault(p.key, p)
+        for modality in MODALITIES:
+            todo = [p for p in first.values() if p.record.modality == modality]
+            self._embed(todo, modality, strict=strict, failed=outcomes)
+        bad = {p.key: outcomes[p.position] for p in prepared if p.position in outcomes}
+        for p in prepared:  # other copies of an image that failed to decode fail the same way
+            if p.position not in outcomes and p.key in bad:
+                outcomes[p.position] = IngestOutcome(p.record.source, "failed", reason=bad[p.key].reason)
+        prepared = [p for p in prepared if p.position not in outcomes]
         with self._ctx.lock:
             self._ctx.refresh()
-            outcomes.update(self._store(prepared))
+            outcomes.update(self._store(prepared, strict=strict))
         return [outcomes[i] for i in range(len(batch))]
 
-    def _store(self, prepared: list[_Prepared]) -> dict[int, IngestOutcome]:
+    def _store(self, prepared: list[_Prepared], *, strict: bool) -> dict[int, IngestOutcome]:
         """Write one batch; caller holds the lock."""
         ctx = self._ctx
         outcomes: dict[int, IngestOutcome] = {}
@@ -208,7 +287,9 @@ class GalleryService:
                 for modality in MODALITIES:
                     group = [p for p in prepared if p.record.modality == modality]
                     if group:
-                        new_ids = self._store_group(session, group, modality=modality, outcomes=outcomes)
+                        new_ids = self._store_group(
+                            session, group, modality=modality, outcomes=outcomes, strict=strict
+                        )
                         if new_ids.size:
                             added[modality] = new_ids
                 session.commit()
@@ -227,6 +308,7 @@ class GalleryService:
         *,
         modality: Modality,
         outcomes: dict[int, IngestOutcome],
+        strict: bool,
     ) -> np.ndarray:
         ctx, repo = self._ctx, self._ctx.repository
         existing = _existing_ids(
@@ -241,10 +323,22 @@ class GalleryService:
                 outcomes[p.position] = IngestOutcome(p.record.source, "duplicate", id=existing[p.sha256])
             elif p.sha256 not in first:
                 first[p.sha256] = p
-        new = list(first.values())
+        missing = [p for p in first.values() if p.vector is None]  # stored at the first look, deleted since
+        if missing:
+            failed: dict[int, IngestOutcome] = {}
+            self._embed(missing, modality, strict=strict, failed=failed)
+            outcomes.update(failed)
+            for p in group:
+                if (
+                    p.position not in outcomes
+                    and first.get(p.sha256) is not None
+                    and first[p.sha256].position in failed
+                ):
+                    outcomes[p.position] = failed[first[p.sha256].position]
+        new = [p for p in first.values() if p.vector is not None]
         if not new:
             return np.empty(0, dtype=np.int64)
-        vectors = np.ascontiguousarray(ctx.embedder.embed([p.image for p in new], modality), dtype=np.float32)
+        vectors = np.stack([p.vector for p in new if p.vector is not None]).astype(np.float32, copy=False)
         ids = np.asarray(
             repo.add_items(
                 session=session, items=[p.item for p in new], vectors=vectors, model_version=ctx.model_version
@@ -254,7 +348,7 @@ class GalleryService:
         ctx.index(modality).add(ids, vectors)
         id_of = {p.sha256: int(i) for p, i in zip(new, ids, strict=True)}
         for p in group:
-            if p.position not in outcomes:
+            if p.position not in outcomes and p.sha256 in id_of:
                 is_first = first[p.sha256] is p
                 status: Status = "added" if is_first else "duplicate"
                 outcomes[p.position] = IngestOutcome(p.record.source, status, id=id_of[p.sha256])
@@ -303,6 +397,12 @@ class GalleryService:
         with self._ctx.session() as session:
             rows = self._ctx.repository.stats(session=session, model_version=self._ctx.model_version)
         return GalleryStatsResult(self._ctx.model_version, _stats_rows(rows))
+
+
+def _failure(record: IngestRecord, exc: Exception) -> IngestOutcome:
+    reason = exc.detail if isinstance(exc, ServiceError) else f"cannot read: {exc}"
+    logger.warning("skipping %s", reason)
+    return IngestOutcome(record.source, "failed", reason=reason)
 
 
 def _stats_rows(rows: Mapping[tuple[str, str], int]) -> list[tuple[str, str, int]]:

@@ -7,19 +7,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from vireid.api._bounds import MAX_K, check_camera_filter, check_datetime
 from vireid.api.errors import InvalidInputError
 from vireid.api.services._context import ServiceContext
-from vireid.api.services._images import decode
+from vireid.api.services._images import decode, image_pixels
 from vireid.api.services._records import parse_modality
 from vireid.api.settings import Modality
-
-if TYPE_CHECKING:
-    from PIL import Image
 
 __all__ = ["MAX_K", "SearchMatch", "SearchResult", "SearchService", "other_modality"]
 
@@ -98,39 +95,28 @@ class SearchService:
         """
         start = time.perf_counter()
         query_modality = parse_modality(modality)
-        image = decode(data, max_pixels=self._ctx.settings.max_image_pixels, source=source)
-        return self._search_image(
-            image,
-            modality=query_modality,
-            k=k,
-            target_modality=target_modality,
-            filters={"cameras": cameras, "since": since, "until": until},
-            start=start,
-        )
-
-    def _search_image(
-        self,
-        image: Image.Image,
-        *,
-        modality: Modality,
-        k: int,
-        target_modality: str | None,
-        filters: dict[str, Any],
-        start: float,
-    ) -> SearchResult:
         if not 1 <= k <= MAX_K:
             raise InvalidInputError(f"k must be between 1 and {MAX_K}, got {k}")
-        target = parse_modality(target_modality) if target_modality else other_modality(modality)
-        cameras, since, until = _check_filters(**filters)
-        vector = np.ascontiguousarray(self._ctx.embedder.embed([image], modality), dtype=np.float32)
+        target = parse_modality(target_modality) if target_modality else other_modality(query_modality)
+        checked = _check_filters(cameras=cameras, since=since, until=until)
+        max_pixels = self._ctx.settings.max_image_pixels
+        pixels = image_pixels(data, max_pixels=max_pixels, source=source)
+        with self._ctx.decode_budget.reserve(pixels):
+            image = decode(data, max_pixels=max_pixels, source=source)
+            vector = np.ascontiguousarray(self._ctx.embedder.embed([image], query_modality), dtype=np.float32)
+            del image
         self._ctx.refresh(wait=False)
-        matches = self._query(vector, k=k, target=target, cameras=cameras, since=since, until=until)
+        matches = self._query(
+            vector, k=k, target=target, cameras=checked[0], since=checked[1], until=checked[2]
+        )
         took_ms = (time.perf_counter() - start) * 1000.0
-        logger.debug("search %s->%s k=%d: %d matches in %.1f ms", modality, target, k, len(matches), took_ms)
+        logger.debug(
+            "search %s->%s k=%d: %d matches in %.1f ms", query_modality, target, k, len(matches), took_ms
+        )
         return SearchResult(
             method=self._ctx.method,
             model_version=self._ctx.model_version,
-            query_modality=modality,
+            query_modality=query_modality,
             target_modality=target,
             matches=matches,
             took_ms=took_ms,

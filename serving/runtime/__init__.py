@@ -9,6 +9,7 @@ from vireid.serving.runtime._decode import (
     ImageDecodeError,
     UnsupportedImageType,
     decode_image,
+    read_image_size,
 )
 from vireid.serving.runtime._embedder import (
     DEVICES,
@@ -54,6 +55,7 @@ __all__ = [
     "TensorRTEmbedder",
     "UnsupportedImageType",
     "decode_image",
+    "read_image_size",
     "flip_average",
     "l2_normalize",
     "load_embedder",

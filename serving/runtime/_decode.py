@@ -8,7 +8,7 @@ import warnings
 
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["ALLOWED_FORMATS", "ImageDecodeError", "UnsupportedImageType", "decode_image"]
+__all__ = ["ALLOWED_FORMATS", "ImageDecodeError", "UnsupportedImageType", "decode_image", "read_image_size"]
 
 ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "BMP")
 
@@ -40,27 +40,7 @@ def _identify_other_format(data: bytes) -> str | None:
         return None
 
 
-def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
-    """Decode an uploaded image, refusing anything unsafe or unsupported.
-
-    The pixel count is checked from the header before any pixel is decoded, so a decompression bomb
-    costs only a header parse. Pillow's own ``DecompressionBombWarning``/``DecompressionBombError``
-    become :class:`ImageDecodeError` too.
-
-    Args:
-        data: Raw file bytes.
-        max_pixels: Largest allowed ``width * height``.
-
-    Returns:
-        The fully loaded image in its file's mode (use ``convert("RGB")`` or the runtime preprocessing).
-
-    Raises:
-        UnsupportedImageType: an image in a format other than JPEG/PNG/BMP (e.g. GIF, TIFF, WebP).
-        ImageDecodeError: empty data, not an image, truncated or corrupt data, zero size, or more than
-            ``max_pixels`` pixels.
-        ValueError: ``max_pixels`` < 1.
-        TypeError: ``data`` is not bytes-like.
-    """
+def _check_args(data: object, max_pixels: object) -> bytes:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"image data must be bytes, got {type(data).__name__}")
     if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
@@ -68,6 +48,11 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
     data = bytes(data)
     if not data:
         raise ImageDecodeError("empty image data")
+    return data
+
+
+def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
+    """Parse the header only and check format, size and pixel count; the caller closes the image."""
     try:
         image = _open_header(data, ALLOWED_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -90,6 +75,58 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
         raise ImageDecodeError(
             f"image has {width}x{height} = {width * height} pixels, more than the {max_pixels} allowed"
         )
+    return image
+
+
+def read_image_size(data: bytes, *, max_pixels: int) -> tuple[int, int]:
+    """Width and height of an uploaded image, read from its header without decoding any pixel.
+
+    The same checks as :func:`decode_image` up to the pixel decode, so a request's images can be
+    sized (and refused) before any of them is decoded. A truncated pixel stream is only found by
+    :func:`decode_image`.
+
+    Args:
+        data: Raw file bytes.
+        max_pixels: Largest allowed ``width * height``.
+
+    Returns:
+        ``(width, height)`` in pixels.
+
+    Raises:
+        UnsupportedImageType: an image in a format other than JPEG/PNG/BMP.
+        ImageDecodeError: empty data, not an image, corrupt header, zero size, or more than
+            ``max_pixels`` pixels.
+        ValueError: ``max_pixels`` < 1.
+        TypeError: ``data`` is not bytes-like.
+    """
+    with _open_checked(_check_args(data, max_pixels), max_pixels) as image:
+        width, height = image.size
+    return int(width), int(height)
+
+
+def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
+    """Decode an uploaded image, refusing anything unsafe or unsupported.
+
+    The pixel count is checked from the header before any pixel is decoded, so a decompression bomb
+    costs only a header parse. Pillow's own ``DecompressionBombWarning``/``DecompressionBombError``
+    become :class:`ImageDecodeError` too.
+
+    Args:
+        data: Raw file bytes.
+        max_pixels: Largest allowed ``width * height``.
+
+    Returns:
+        The fully loaded image in its file's mode (use ``convert("RGB")`` or the runtime preprocessing).
+
+    Raises:
+        UnsupportedImageType: an image in a format other than JPEG/PNG/BMP (e.g. GIF, TIFF, WebP).
+        ImageDecodeError: empty data, not an image, truncated or corrupt data, zero size, or more than
+            ``max_pixels`` pixels.
+        ValueError: ``max_pixels`` < 1.
+        TypeError: ``data`` is not bytes-like.
+    """
+    data = _check_args(data, max_pixels)
+    image = _open_checked(data, max_pixels)
     try:
         image.load()
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:

@@ -135,3 +135,20 @@ def test_concurrent_decoding_is_consistent() -> None:
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(work, range(40)))
     assert results == ["ok", "refused"] * 20
+
+
+def test_read_image_size_reads_the_header_only() -> None:
+    from vireid.serving.runtime import read_image_size
+
+    assert read_image_size(_encode("PNG", (40, 80)), max_pixels=MAX_PIXELS) == (40, 80)
+    assert read_image_size(_encode("JPEG", (33, 17)), max_pixels=MAX_PIXELS) == (33, 17)
+    # A header that promises 6000x6000 with no pixel data behind it: sized, not decoded.
+    assert read_image_size(_png_header_only(6000, 6000), max_pixels=40_000_000) == (6000, 6000)
+    with pytest.raises(ImageDecodeError, match="more than the"):
+        read_image_size(_png_header_only(6000, 6000), max_pixels=MAX_PIXELS)
+    with pytest.raises(UnsupportedImageType):
+        read_image_size(_encode("GIF"), max_pixels=MAX_PIXELS)
+    with pytest.raises(ImageDecodeError, match="empty"):
+        read_image_size(b"", max_pixels=MAX_PIXELS)
+    with pytest.raises(ValueError):
+        read_image_size(b"x", max_pixels=0)
