@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from vireid.api._limits import BodySizeLimitMiddleware
+from vireid.api._malloc import release_large_buffers_to_os
 from vireid.api.errors import install_error_handlers
 from vireid.api.metrics import install_metrics
 from vireid.api.routes import gallery_router, health_router, search_router
@@ -58,7 +59,8 @@ def _shutdown(context: ServiceContext) -> None:
 def create_app(settings: Settings | None = None, *, embedder: Embedder | None = None) -> FastAPI:
     """Build the HTTP service. Nothing is loaded until the app starts (lifespan).
 
-    The lifespan loads the embedder, migrates and opens the database, loads (or rebuilds) both gallery
+    The lifespan fixes glibc's mmap threshold (:mod:`vireid.api._malloc`: decoded uploads go back to the
+    system when freed), loads the embedder, migrates and opens the database, loads (or rebuilds) both gallery
     indexes of the model's version, keeps them on ``app.state.context`` and saves the indexes on
     shutdown. When loading fails the app still starts: ``/healthz`` answers 200, ``/readyz`` and the
     gallery routes answer 503 with the reason.
@@ -74,6 +76,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.context = None
         app.state.load_error = None
+        release_large_buffers_to_os()
         await run_in_threadpool(_load, app, resolved, embedder)
         try:
             yield
