@@ -1,16 +1,20 @@
-"""ASGI middleware that refuses request bodies over a byte limit with HTTP 413, without buffering them.
+"""ASGI middleware that bounds request bodies: 413 over a byte limit, 408 when they arrive too slowly.
 
 A declared ``Content-Length`` over the limit is refused before any byte of the body is read. Bodies
 without a length (chunked) are counted while the app reads them; once over the limit the read fails,
-whatever response the app produced is dropped and a 413 is sent instead.
+whatever response the app produced is dropped and a 413 is sent instead. The whole body must arrive
+within a read timeout counted from the first read; a slower client (a slow-body attack that would hold
+a worker) gets 408 and its connection is closed.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
+import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["BodySizeLimitMiddleware"]
@@ -22,16 +26,21 @@ class _BodyTooLarge(Exception):
     pass
 
 
-async def _send_413(send: Send, limit: int) -> None:
-    body = json.dumps({"detail": f"request body larger than the {limit}-byte limit"}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        }
-    )
+class _BodyTooSlow(Exception):
+    pass
+
+
+async def _send_error(send: Send, status: int, detail: str, *, close: bool = False) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _send_413(send: Send, limit: int) -> None:
+    await _send_error(send, 413, f"request body larger than the {limit}-byte limit")
 
 
 def _declared_length(scope: Scope) -> int | None:
@@ -45,18 +54,25 @@ def _declared_length(scope: Scope) -> int | None:
 
 
 class BodySizeLimitMiddleware:
-    """Refuse HTTP request bodies larger than ``max_bytes`` (413, JSON ``detail``).
+    """Refuse HTTP request bodies larger than ``max_bytes`` (413) or slower than ``timeout_s`` (408).
 
     Args:
         app: the wrapped ASGI app.
         max_bytes: largest accepted request body, in bytes.
+        timeout_s: seconds from the app's first read of the body to its last byte; None for no limit.
+
+    Raises:
+        ValueError: ``max_bytes`` < 1 or ``timeout_s`` <= 0.
     """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, timeout_s: float | None = None) -> None:
         if max_bytes < 1:
             raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
+        if timeout_s is not None and timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -67,19 +83,40 @@ class BodySizeLimitMiddleware:
             logger.info("refused %s %s: Content-Length %d", scope["method"], scope["path"], declared)
             await _send_413(send, self.max_bytes)
             return
-        state: dict[str, Any] = {"received": 0, "exceeded": False, "started": False}
+        state: dict[str, Any] = {
+            "received": 0,
+            "exceeded": False,
+            "slow": False,
+            "started": False,
+            "done": False,
+            "deadline": None,
+        }
+
+        async def timed_receive() -> Message:
+            if self.timeout_s is None or state["done"]:
+                return await receive()
+            if state["deadline"] is None:
+                state["deadline"] = time.monotonic() + self.timeout_s
+            try:
+                with anyio.fail_after(max(state["deadline"] - time.monotonic(), 0.0)):
+                    return await receive()
+            except TimeoutError:
+                state["slow"] = True
+                raise _BodyTooSlow from None
 
         async def limited_receive() -> Message:
-            message = await receive()
+            message = await timed_receive()
             if message["type"] == "http.request":
                 state["received"] += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    state["done"] = True
                 if state["received"] > self.max_bytes:
                     state["exceeded"] = True
                     raise _BodyTooLarge
             return message
 
         async def guarded_send(message: Message) -> None:
-            if state["exceeded"]:
+            if state["exceeded"] or state["slow"]:
                 return
             if message["type"] == "http.response.start":
                 state["started"] = True
@@ -87,11 +124,18 @@ class BodySizeLimitMiddleware:
 
         try:
             await self.app(scope, limited_receive, guarded_send)
-        except _BodyTooLarge:
+        except (_BodyTooLarge, _BodyTooSlow):
             pass
         except Exception:
-            if not state["exceeded"]:
+            if not (state["exceeded"] or state["slow"]):
                 raise
-        if state["exceeded"] and not state["started"]:
+        if state["started"]:
+            return
+        if state["exceeded"]:
             logger.info("refused %s %s: body over %d bytes", scope["method"], scope["path"], self.max_bytes)
             await _send_413(send, self.max_bytes)
+        elif state["slow"]:
+            logger.info(
+                "refused %s %s: body not received in %s s", scope["method"], scope["path"], self.timeout_s
+            )
+            await _send_error(send, 408, f"request body not received within {self.timeout_s:g} s", close=True)

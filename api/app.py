@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from vireid.api._auth import ApiKeyBeforeBodyMiddleware
 from vireid.api._limits import BodySizeLimitMiddleware
 from vireid.api._malloc import release_large_buffers_to_os
 from vireid.api.errors import install_error_handlers
@@ -98,9 +99,17 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     if settings is not None:
         app.dependency_overrides[get_settings] = lambda: resolved
     install_error_handlers(app)
-    app.include_router(health_router)
-    app.include_router(search_router)
-    app.include_router(gallery_router)
+    routers = (health_router, search_router, gallery_router)
+    for router in routers:
+        app.include_router(router)
     install_metrics(app)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=resolved.max_upload_bytes + FORM_OVERHEAD_BYTES)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=resolved.max_upload_bytes + FORM_OVERHEAD_BYTES,
+        timeout_s=resolved.body_timeout_s,
+    )
+    # Outermost: a write without a valid key is refused before anything reads its body.
+    app.add_middleware(
+        ApiKeyBeforeBodyMiddleware, settings=resolved, routes=[r for router in routers for r in router.routes]
+    )
     return app

@@ -12,11 +12,13 @@ from vireid.api.services import GalleryService, SearchService, ServiceContext
 from vireid.api.settings import Settings, get_settings
 
 __all__ = [
+    "API_KEY_REFUSED",
     "ApiKeyDep",
     "ContextDep",
     "GalleryServiceDep",
     "SearchServiceDep",
     "SettingsDep",
+    "api_key_accepted",
     "get_context",
     "get_gallery_service",
     "get_search_service",
@@ -56,6 +58,18 @@ SearchServiceDep = Annotated[SearchService, Depends(get_search_service)]
 GalleryServiceDep = Annotated[GalleryService, Depends(get_gallery_service)]
 
 
+#: The 401 message of a missing or wrong key.
+API_KEY_REFUSED = "missing or invalid X-API-Key header"
+
+
+def api_key_accepted(settings: Settings, x_api_key: str | None) -> bool:
+    """True when no key is configured or ``x_api_key`` equals it (constant-time comparison)."""
+    if settings.api_key is None:
+        return True
+    expected = settings.api_key.get_secret_value().encode()
+    return x_api_key is not None and hmac.compare_digest(x_api_key.encode(), expected)
+
+
 def require_api_key(
     settings: SettingsDep,
     x_api_key: Annotated[str | None, Header(description="Required when VIREID_API_KEY is set.")] = None,
@@ -65,11 +79,8 @@ def require_api_key(
     Raises:
         UnauthorizedError: the header is missing or wrong (HTTP 401).
     """
-    if settings.api_key is None:
-        return
-    expected = settings.api_key.get_secret_value().encode()
-    if x_api_key is None or not hmac.compare_digest(x_api_key.encode(), expected):
-        raise UnauthorizedError("missing or invalid X-API-Key header")
+    if not api_key_accepted(settings, x_api_key):
+        raise UnauthorizedError(API_KEY_REFUSED)
 
 
 ApiKeyDep = Depends(require_api_key)

@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         default=40_000_000, gt=0, description="Largest decoded image (width × height); bigger is refused."
     )
+    body_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds a request body may take to arrive, from its first byte read; slower is "
+        "408 and the connection is closed (10 MiB at 1.5 Mbit/s takes ~56 s).",
+    )
     max_request_pixels: int = Field(
         default=64_000_000,
         gt=0,
