@@ -9,12 +9,14 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
 from vireid.api._auth import ApiKeyBeforeBodyMiddleware
 from vireid.api._limits import BodySizeLimitMiddleware
 from vireid.api._malloc import release_large_buffers_to_os
-from vireid.api.errors import install_error_handlers
+from vireid.api._origin import CrossOriginWriteMiddleware
+from vireid.api.errors import install_error_handlers, public_reason
 from vireid.api.metrics import install_metrics
 from vireid.api.routes import gallery_router, health_router, search_router
 from vireid.api.services import ServiceContext, open_context
@@ -44,7 +46,7 @@ def _load(app: FastAPI, settings: Settings, embedder: Embedder | None) -> None:
         context = open_context(settings, embedder=embedder)
     except Exception as exc:  # reported by /readyz; the process stays up for /healthz
         logger.exception("could not load the model or the gallery")
-        app.state.load_error = f"{type(exc).__name__}: {exc}"
+        app.state.load_error = public_reason(exc)
         return
     app.state.context = context
     logger.info("ready: %s model %s, dim %d", context.method, context.model_version, context.dim)
@@ -108,8 +110,17 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         max_bytes=resolved.max_upload_bytes + FORM_OVERHEAD_BYTES,
         timeout_s=resolved.body_timeout_s,
     )
-    # Outermost: a write without a valid key is refused before anything reads its body.
+    # A write without a valid key is refused before anything reads its body.
     app.add_middleware(
         ApiKeyBeforeBodyMiddleware, settings=resolved, routes=[r for router in routers for r in router.routes]
     )
+    # Outermost: writes from other web origins are refused unless configured; CORS only when configured.
+    app.add_middleware(CrossOriginWriteMiddleware, allowed_origins=resolved.cors_origins)
+    if resolved.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=resolved.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["X-API-Key", "Content-Type"],
+        )
     return app

@@ -9,6 +9,7 @@ inside the app (:class:`UnhandledErrorMiddleware`), so the server keeps the clie
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +29,8 @@ __all__ = [
     "UnsupportedMediaTypeError",
     "format_validation_errors",
     "install_error_handlers",
+    "public_reason",
+    "redact_paths",
 ]
 
 logger = logging.getLogger(__name__)
@@ -80,6 +83,36 @@ class NotReadyError(ServiceError):
     """The model or the index is not loaded (HTTP 503)."""
 
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+
+
+#: An absolute path: a separator not preceded by a word character, ``.``, ``:``, ``/`` or ``…`` (so relative
+#: paths and ``scheme://host/...`` URLs are left alone), then its components; group 1 is the last.
+_ABSOLUTE_PATH = re.compile(
+    r"(?<![\w.:/\\…])(?:[A-Za-z]:)?[/\\](?:[^\s'\"/\\:,;()]+[/\\])*([^\s'\"/\\:,;()]+)"
+)
+#: The file path inside an SQLite URL (``sqlite:////srv/gallery.db``).
+_SQLITE_PATH = re.compile(r"(sqlite[\w+]*:///)(/[^\s'\"]*)")
+
+
+def _last_component(match: re.Match[str]) -> str:
+    return f"…/{match.group(1)}"
+
+
+def redact_paths(text: str) -> str:
+    """Replace each absolute file path in ``text`` by ``…/<last component>`` (error bodies name no
+    server paths; the log keeps the full message). URLs other than SQLite file URLs are kept.
+
+    Example: ``"no manifest.json in /srv/vireid/models/v3"`` → ``"no manifest.json in …/v3"``.
+    """
+    text = _SQLITE_PATH.sub(
+        lambda m: m.group(1) + _ABSOLUTE_PATH.sub(_last_component, " " + m.group(2))[1:], text
+    )
+    return _ABSOLUTE_PATH.sub(_last_component, text)
+
+
+def public_reason(exc: BaseException) -> str:
+    """``"<exception type>: <message>"`` with server paths redacted, for a response body."""
+    return f"{type(exc).__name__}: {redact_paths(str(exc))}"
 
 
 def format_validation_errors(errors: Sequence[Any]) -> str:

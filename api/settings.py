@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["MODALITIES", "Modality", "Settings", "get_settings"]
 
@@ -60,6 +61,16 @@ class Settings(BaseSettings):
         "max_image_pixels. 48 Mpx is 144 MB as RGB.",
     )
     max_files_per_request: int = Field(default=64, gt=0, description="Most images in one POST /gallery.")
+    return_source: bool = Field(
+        default=False,
+        description="Return each item's stored `source` (upload file name or, for `vireid ingest`, the "
+        "server-side file path) in search results and GET /gallery/{id}; null when false.",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Browser origins (scheme://host[:port], comma-separated) allowed to call the API "
+        "from another origin; empty: CORS off and cross-origin writes refused (403).",
+    )
     index_factory: str = Field(default="IDMap2,Flat", description="FAISS index factory string.")
     backend: Literal["auto", "onnxruntime", "tensorrt"] = Field(default="auto", description="Embedder.")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Embedder device.")
@@ -71,6 +82,24 @@ class Settings(BaseSettings):
         """An empty variable (``VIREID_API_KEY=``) means "not set", as compose files often pass one."""
         if isinstance(value, str) and not value.strip():
             return None
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        """``VIREID_CORS_ORIGINS=https://a.example,https://b.example`` → a list; blank → empty."""
+        if isinstance(value, str):
+            return [part.strip().rstrip("/") for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin == "*" or not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(
+                    f"cors_origins: {origin!r} is not an origin like https://host[:port] ('*' is refused)"
+                )
         return value
 
     @model_validator(mode="after")

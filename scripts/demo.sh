@@ -64,7 +64,9 @@ else
 fi
 
 # 4. Serve, query every held-out infrared crop, print the first matches and the summary line.
-vireid serve --port "$PORT" --log-level warning &
+# The demo scores matches by the identity folder in each item's `source`, so it asks for `source`
+# (off by default: for ingested files it is a server path).
+VIREID_RETURN_SOURCE=true vireid serve --port "$PORT" --log-level warning &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
 python scripts/demo_query.py --url "http://127.0.0.1:$PORT" --dataset "$DATASET" --layout "$LAYOUT" -k 10

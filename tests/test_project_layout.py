@@ -39,3 +39,13 @@ def test_serving_side_does_not_import_torch(module: str) -> None:
     code = f"import sys, {module}; sys.exit(1 if 'torch' in sys.modules else 0)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, f"{module} imported torch:\n{result.stderr}"
+
+
+def test_compose_requires_an_api_key_and_publishes_on_localhost() -> None:
+    """docker/compose.yaml: safe defaults (issue #15, item 10)."""
+    import yaml
+
+    compose = yaml.safe_load((Path(__file__).resolve().parents[1] / "docker" / "compose.yaml").read_text())
+    api = compose["services"]["api"]
+    assert api["environment"]["VIREID_API_KEY"].startswith("${VIREID_API_KEY:?")
+    assert all(str(port).startswith("${VIREID_PUBLISH:-127.0.0.1}:") for port in api["ports"])

@@ -1,12 +1,17 @@
-"""OpenAPI descriptions of the error responses shared by the routes."""
+"""What the routes share: OpenAPI descriptions of the error responses, and the ``source`` policy."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from vireid.api.schemas import ErrorResponse
+from vireid.api.settings import Settings
 
-__all__ = ["error_responses"]
+__all__ = ["error_responses", "hide_source"]
+
+M = TypeVar("M", bound=BaseModel)
 
 _DESCRIPTIONS = {
     401: "Missing or wrong X-API-Key (only when VIREID_API_KEY is set).",
@@ -22,3 +27,9 @@ _DESCRIPTIONS = {
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """``responses=`` entries for the given status codes, all with an :class:`ErrorResponse` body."""
     return {code: {"model": ErrorResponse, "description": _DESCRIPTIONS[code]} for code in codes}
+
+
+def hide_source(model: M, settings: Settings) -> M:
+    """``model`` with ``source`` set to None unless ``settings.return_source`` (for ``vireid ingest``
+    items it is a server-side file path, readable without an API key)."""
+    return model if settings.return_source else model.model_copy(update={"source": None})

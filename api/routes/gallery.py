@@ -11,7 +11,7 @@ from vireid.api._bounds import MAX_CAMERA_CHARS, MAX_SOURCE_CHARS, MAX_TRACK_ID_
 from vireid.api._uploads import read_upload
 from vireid.api.deps import ApiKeyDep, GalleryServiceDep, SettingsDep
 from vireid.api.errors import InvalidInputError
-from vireid.api.routes._responses import error_responses
+from vireid.api.routes._responses import error_responses, hide_source
 from vireid.api.schemas import (
     CameraModalityCount,
     GalleryCreateResponse,
@@ -109,9 +109,9 @@ def stats(service: GalleryServiceDep) -> GalleryStats:
 
 
 @router.get("/{item_id}", response_model=GalleryItemPublic, responses=error_responses(404, 422, 503))
-def get_item(service: GalleryServiceDep, item_id: ItemIdPath) -> GalleryItemPublic:
-    """One gallery item's metadata."""
-    return GalleryItemPublic.model_validate(service.get(item_id))
+def get_item(service: GalleryServiceDep, settings: SettingsDep, item_id: ItemIdPath) -> GalleryItemPublic:
+    """One gallery item's metadata (``source`` only when ``VIREID_RETURN_SOURCE`` is true)."""
+    return hide_source(GalleryItemPublic.model_validate(service.get(item_id)), settings)
 
 
 @router.delete(

@@ -10,7 +10,7 @@ from fastapi import APIRouter, File, Form, UploadFile
 from vireid.api._bounds import MAX_FILTER_CAMERAS, MAX_K
 from vireid.api._uploads import parse_csv_list, read_upload
 from vireid.api.deps import SearchServiceDep, SettingsDep
-from vireid.api.routes._responses import error_responses
+from vireid.api.routes._responses import error_responses, hide_source
 from vireid.api.schemas import Match, ModelInfo, SearchResponse
 from vireid.api.services import check_request_pixels
 from vireid.api.settings import Modality
@@ -67,6 +67,6 @@ def search(
         model=ModelInfo(method=result.method, version=result.model_version),
         query_modality=result.query_modality,
         target_modality=result.target_modality,
-        matches=[Match.model_validate(m) for m in result.matches],
+        matches=[hide_source(Match.model_validate(m), settings) for m in result.matches],
         took_ms=result.took_ms,
     )

@@ -1,5 +1,6 @@
 """Fixtures for the API tests: fake embedder, a temporary data dir, started apps, both databases.
 
+The settings return ``source`` (``VIREID_RETURN_SOURCE``, off by default) so that tests can check it.
 The index store is the real one (exact flat FAISS index); ``IndexStore`` builds FAISS indexes only, so
 ``NumpyGalleryIndex`` serves as the reference the search results are compared with. ``db_settings``
 runs a test on SQLite and on the machine's PostgreSQL (``VIREID_TEST_POSTGRES_URL``, default
@@ -27,7 +28,12 @@ def embedder() -> FakeEmbedder:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", max_upload_bytes=256 * 1024, max_image_pixels=1_000_000)
+    return Settings(
+        data_dir=tmp_path / "data",
+        max_upload_bytes=256 * 1024,
+        max_image_pixels=1_000_000,
+        return_source=True,
+    )
 
 
 _DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -62,7 +68,11 @@ def db_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     """The ``settings`` of the API tests on SQLite, then on a private PostgreSQL schema."""
     url = None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
     return Settings(
-        data_dir=tmp_path / "data", database_url=url, max_upload_bytes=256 * 1024, max_image_pixels=1_000_000
+        data_dir=tmp_path / "data",
+        database_url=url,
+        max_upload_bytes=256 * 1024,
+        max_image_pixels=1_000_000,
+        return_source=True,
     )
 
 

@@ -174,3 +174,18 @@ def test_serve_runs_uvicorn_with_the_app(tmp_path: Path, monkeypatch: pytest.Mon
     assert seen["kwargs"]["host"] == "0.0.0.0" and seen["kwargs"]["port"] == 8123
     assert seen["app"].state.settings.data_dir == tmp_path
     assert main(["serve", "--port", "70000"]) == 2
+
+
+def test_serve_warns_when_public_without_a_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("uvicorn.run", lambda app, **kwargs: None)
+    caplog.set_level("WARNING")
+    assert main(["serve", "--host", "127.0.0.1", "--data-dir", str(tmp_path)]) == 0
+    assert "without VIREID_API_KEY" not in caplog.text
+    assert main(["serve", "--host", "0.0.0.0", "--data-dir", str(tmp_path)]) == 0
+    assert "listening on 0.0.0.0 without VIREID_API_KEY" in caplog.text
+    caplog.clear()
+    monkeypatch.setenv("VIREID_API_KEY", "k")
+    assert main(["serve", "--host", "0.0.0.0", "--data-dir", str(tmp_path)]) == 0
+    assert "without VIREID_API_KEY" not in caplog.text

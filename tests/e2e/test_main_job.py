@@ -94,7 +94,8 @@ def _ingest(deployment: dict[str, Path], cameras: str, monkeypatch: pytest.Monke
 
 
 def _settings(deployment: dict[str, Path]) -> Settings:
-    return Settings(data_dir=deployment["data"], model_dir=deployment["model"])
+    # The operator opts in to returning `source` (here the ingested file paths the test follows).
+    return Settings(data_dir=deployment["data"], model_dir=deployment["model"], return_source=True)
 
 
 def test_search_restart_and_later_camera(

@@ -77,6 +77,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.set_defaults(handler=_run)
 
 
+def _is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _run(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -86,5 +98,12 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"--port must be in 1..65535, got {args.port}")
     settings = settings_from_args(args)
     logger.info("serving data dir %s on http://%s:%d", settings.data_dir.resolve(), args.host, args.port)
+    if settings.api_key is None and not _is_loopback(args.host):
+        logger.warning(
+            "listening on %s without VIREID_API_KEY: anyone who can reach port %d can add and delete "
+            "gallery items; set VIREID_API_KEY or bind to 127.0.0.1",
+            args.host,
+            args.port,
+        )
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
     return 0

@@ -177,3 +177,14 @@ class TestApiKey:
         assert client.post("/gallery", files=files, data=form).status_code == 401
         ok = client.post("/gallery", files=files, data=form, headers={"X-API-Key": "from-env"})
         assert ok.status_code == 201
+
+
+def test_source_is_hidden_unless_the_operator_asks_for_it(
+    make_client,
+    settings: Settings,  # type: ignore[no-untyped-def]
+) -> None:
+    hidden = make_client(settings.model_copy(update={"return_source": False}))
+    [item_id] = upload(hidden, [image_bytes(1)], source="/srv/cams/c1/0001.jpg")
+    assert hidden.get(f"/gallery/{item_id}").json()["source"] is None
+    assert search(hidden, image_bytes(1), k=1)["matches"][0]["source"] is None
+    assert Settings().return_source is False  # the default
