@@ -32,7 +32,7 @@ router = APIRouter(prefix="/gallery", tags=["gallery"])
     status_code=status.HTTP_201_CREATED,
     response_model=GalleryCreateResponse,
     dependencies=[ApiKeyDep],
-    responses=error_responses(401, 413, 415, 422, 503),
+    responses=error_responses(400, 401, 403, 408, 413, 415, 422, 503),
 )
 def add_images(
     service: GalleryServiceDep,
@@ -118,7 +118,7 @@ def get_item(service: GalleryServiceDep, settings: SettingsDep, item_id: ItemIdP
     "/{item_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     dependencies=[ApiKeyDep],
-    responses=error_responses(401, 404, 422, 503),
+    responses=error_responses(401, 403, 404, 422, 503),
 )
 def delete_item(service: GalleryServiceDep, item_id: ItemIdPath) -> Response:
     """Delete an item from the database and from its index (the index is saved)."""

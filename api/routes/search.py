@@ -20,7 +20,7 @@ __all__ = ["router"]
 router = APIRouter(prefix="/search", tags=["search"])
 
 
-@router.post("", response_model=SearchResponse, responses=error_responses(413, 415, 422, 503))
+@router.post("", response_model=SearchResponse, responses=error_responses(400, 403, 408, 413, 415, 422, 503))
 def search(
     service: SearchServiceDep,
     settings: SettingsDep,
