@@ -61,6 +61,11 @@ class Settings(BaseSettings):
         "max_image_pixels. 48 Mpx is 144 MB as RGB.",
     )
     max_files_per_request: int = Field(default=64, gt=0, description="Most images in one POST /gallery.")
+    store_crops: bool = Field(
+        default=True,
+        description="Keep every accepted crop's bytes under <data_dir>/crops (content-addressed), served "
+        "by GET /gallery/{id}/image and read when the gallery is re-embedded.",
+    )
     return_source: bool = Field(
         default=False,
         description="Return each item's stored `source` (upload file name or, for `vireid ingest`, the "

@@ -3,6 +3,7 @@
 Imports only numpy, faiss, sqlalchemy and alembic: never torch or another vireid package.
 """
 
+from vireid.index._crops import CROPS_DIRNAME, CropStore, sniff_media_type
 from vireid.index._db import (
     DATABASE_FILENAME,
     alembic_config,
@@ -23,6 +24,7 @@ from vireid.index._store import INDEXES_DIRNAME, IndexStore, SharedIndex
 from vireid.index._validation import METRICS, MODALITIES, ids_digest
 
 __all__ = [
+    "CROPS_DIRNAME",
     "DATABASE_FILENAME",
     "DEFAULT_FACTORY",
     "INDEXES_DIRNAME",
@@ -31,6 +33,7 @@ __all__ = [
     "MODALITIES",
     "Base",
     "CorruptIndexError",
+    "CropStore",
     "DuplicateItemError",
     "Embedding",
     "FaissGalleryIndex",
@@ -52,5 +55,6 @@ __all__ = [
     "make_engine",
     "make_sessionmaker",
     "normalize_url",
+    "sniff_media_type",
     "upgrade_database",
 ]

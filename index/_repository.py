@@ -193,6 +193,16 @@ class GalleryRepository:
             found.update((str(digest), int(item_id)) for digest, item_id in session.execute(stmt))
         return found
 
+    def referenced_sha256(self, *, session: Session, sha256s: Iterable[str]) -> set[str]:
+        """The subset of ``sha256s`` that at least one item holds, whatever its model version or
+        modality (a stored crop of such an image is still needed)."""
+        wanted = sorted(set(sha256s))
+        found: set[str] = set()
+        for chunk in _chunks(wanted, self._in_chunk):
+            stmt = select(GalleryItem.sha256).where(GalleryItem.sha256.in_(chunk)).distinct()
+            found.update(str(digest) for digest in session.scalars(stmt))
+        return found
+
     def get(self, *, session: Session, id: int) -> GalleryItem | None:
         """The item with this id, or ``None``."""
         return session.get(GalleryItem, int(id))

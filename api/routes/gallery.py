@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Response, UploadFile, status
+from fastapi import APIRouter, File, Form, Header, Response, UploadFile, status
 
 from vireid.api._bounds import MAX_CAMERA_CHARS, MAX_SOURCE_CHARS, MAX_TRACK_ID_CHARS, ItemIdPath
 from vireid.api._uploads import read_upload
@@ -112,6 +112,36 @@ def stats(service: GalleryServiceDep) -> GalleryStats:
 def get_item(service: GalleryServiceDep, settings: SettingsDep, item_id: ItemIdPath) -> GalleryItemPublic:
     """One gallery item's metadata (``source`` only when ``VIREID_RETURN_SOURCE`` is true)."""
     return hide_source(GalleryItemPublic.model_validate(service.get(item_id)), settings)
+
+
+@router.get(
+    "/{item_id}/image",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"image/jpeg": {}, "image/png": {}, "image/bmp": {}},
+            "description": "The crop's bytes as uploaded.",
+        },
+        304: {"description": "Not modified (If-None-Match matched the ETag, the crop's SHA-256)."},
+        **error_responses(404, 422, 503),
+    },
+)
+def get_image(
+    service: GalleryServiceDep,
+    item_id: ItemIdPath,
+    if_none_match: Annotated[str | None, Header(description="ETag of a cached copy.")] = None,
+) -> Response:
+    """The stored crop of an item, with its content type; crops never change, so they are cacheable.
+
+    404 when the item is unknown or its crop is not stored (``VIREID_STORE_CROPS=false``, or an item
+    stored before crops were kept: ingesting the same image again stores it).
+    """
+    data, media_type, sha256 = service.crop(item_id)
+    etag = f'"{sha256}"'
+    headers = {"ETag": etag, "Cache-Control": "private, max-age=31536000, immutable"}
+    if if_none_match is not None and etag in {tag.strip() for tag in if_none_match.split(",")}:
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    return Response(content=data, media_type=media_type, headers=headers)
 
 
 @router.delete(

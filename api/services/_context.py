@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
     from sqlalchemy.orm import Session, sessionmaker
 
-    from vireid.index import GalleryRepository, IndexStore, SharedIndex
+    from vireid.index import CropStore, GalleryRepository, IndexStore, SharedIndex
     from vireid.serving.runtime import Embedder
 
 __all__ = ["ServiceContext", "open_context"]
@@ -42,6 +42,7 @@ class ServiceContext:
         repository: SQL access; its methods take a session and never commit (house-style §26).
         engine: the database engine, disposed by :meth:`close`.
         lock: serialises every change to SQL + indexes in this process.
+        crops: the crop store (None when ``settings.store_crops`` is false).
         decode_budget: decoded pixels held at once by the process (``settings.max_decode_pixels``);
             every decode reserves from it until its images are embedded.
     """
@@ -52,6 +53,7 @@ class ServiceContext:
     store: IndexStore
     repository: GalleryRepository
     engine: Engine | None = None
+    crops: CropStore | None = None
     lock: threading.RLock = field(default_factory=threading.RLock)
     decode_budget: PixelBudget = field(init=False)
 
@@ -107,6 +109,21 @@ class ServiceContext:
         finally:
             self.lock.release()
 
+    def referenced_sha256(self, sha256s: set[str]) -> set[str]:
+        """The subset of ``sha256s`` that some gallery item (any model version or modality) holds."""
+        with self.session() as session:
+            return self.repository.referenced_sha256(session=session, sha256s=sha256s)
+
+    @contextmanager
+    def crop_transaction(self, sha256s: Iterable[str]) -> Iterator[None]:
+        """Journal the crops a write may add or orphan (see :class:`vireid.index.CropStore`); a no-op
+        without a crop store."""
+        if self.crops is None:
+            yield
+            return
+        with self.crops.transaction(sha256s, self.referenced_sha256):
+            yield
+
     def load_indexes(self) -> None:
         """Load (or rebuild from the stored embeddings) both modality indexes of the current model."""
         with self.lock, self.session() as session:
@@ -136,7 +153,8 @@ def open_context(settings: Settings, *, embedder: Embedder | None = None) -> Ser
     """Load the embedder, migrate and open the database, and load both gallery indexes.
 
     Temp files that an index save killed mid-write left behind (by this or another process that is
-    gone) are removed first, and logged.
+    gone) are removed first, and logged; so are the crops that a write killed between storing them and
+    committing their rows left without a gallery item (:meth:`vireid.index.CropStore.recover`).
 
     Args:
         settings: data directory, database URL, model directory, index factory, backend, device.
@@ -147,7 +165,14 @@ def open_context(settings: Settings, *, embedder: Embedder | None = None) -> Ser
         FileNotFoundError: the model directory has no exported model.
         ValueError: a malformed manifest or database URL.
     """
-    from vireid.index import GalleryRepository, IndexStore, make_engine, make_sessionmaker, upgrade_database
+    from vireid.index import (
+        CropStore,
+        GalleryRepository,
+        IndexStore,
+        make_engine,
+        make_sessionmaker,
+        upgrade_database,
+    )
 
     if embedder is None:
         from vireid.serving.runtime import load_embedder
@@ -169,9 +194,13 @@ def open_context(settings: Settings, *, embedder: Embedder | None = None) -> Ser
         store=IndexStore(settings.data_dir, factory=settings.index_factory),
         repository=GalleryRepository(),
         engine=engine,
+        crops=CropStore(settings.data_dir) if settings.store_crops else None,
     )
     try:
         context.store.remove_stale_temp_files()
+        if context.crops is not None:
+            context.crops.remove_stale_temp_files()
+            context.crops.recover(context.referenced_sha256)
         context.load_indexes()
     except BaseException:
         context.close()

@@ -272,7 +272,7 @@ class GalleryService:
             if p.position not in outcomes and p.key in bad:
                 outcomes[p.position] = IngestOutcome(p.record.source, "failed", reason=bad[p.key].reason)
         prepared = [p for p in prepared if p.position not in outcomes]
-        with self._ctx.lock:
+        with self._ctx.lock, self._ctx.crop_transaction(p.sha256 for p in prepared):
             self._ctx.refresh()
             outcomes.update(self._store(prepared, strict=strict))
         return [outcomes[i] for i in range(len(batch))]
@@ -321,6 +321,10 @@ class GalleryService:
         for p in group:
             if p.sha256 in existing:
                 outcomes[p.position] = IngestOutcome(p.record.source, "duplicate", id=existing[p.sha256])
+                if ctx.crops is not None:
+                    ctx.crops.put(
+                        p.sha256, p.data
+                    )  # no-op when stored; fills in items stored before crops were
             elif p.sha256 not in first:
                 first[p.sha256] = p
         missing = [p for p in first.values() if p.vector is None]  # stored at the first look, deleted since
@@ -345,6 +349,9 @@ class GalleryService:
             ),
             dtype=np.int64,
         )
+        if ctx.crops is not None:  # before the commit: no row without its crop (the journal undoes them)
+            for p in new:
+                ctx.crops.put(p.sha256, p.data)
         ctx.index(modality).add(ids, vectors)
         id_of = {p.sha256: int(i) for p, i in zip(new, ids, strict=True)}
         for p in group:
@@ -384,13 +391,31 @@ class GalleryService:
                 item = ctx.repository.get(session=session, id=item_id)
                 if item is None:
                     raise NotFoundError(f"gallery item {item_id} not found")
-                modality, version = item.modality, item.model_version
-                ctx.repository.delete(session=session, id=item_id)
+                modality, version, sha256 = item.modality, item.model_version, str(item.sha256)
+            # The crop goes with the last item that holds it (journalled: a crash cannot orphan it).
+            with ctx.crop_transaction([sha256]), ctx.session() as session:
+                if not ctx.repository.delete(session=session, id=item_id):
+                    raise NotFoundError(f"gallery item {item_id} not found")
                 session.commit()
             if version == ctx.model_version:
                 stored = parse_modality(modality)  # the schema allows only the two names
                 ctx.index(stored).remove(np.asarray([item_id], dtype=np.int64))
                 ctx.save(stored)
+
+    def crop(self, item_id: int) -> tuple[bytes, str, str]:
+        """The stored crop of an item: ``(bytes, media type, sha256)``.
+
+        Raises:
+            NotFoundError: no item with this id, or its crop is not stored (crop store off, or an item
+                stored before crops were kept).
+        """
+        item = self.get(item_id)
+        data = self._ctx.crops.read(str(item.sha256)) if self._ctx.crops is not None else None
+        if data is None:
+            raise NotFoundError(f"no stored crop for gallery item {item_id}")
+        from vireid.index import sniff_media_type
+
+        return data, sniff_media_type(data), str(item.sha256)
 
     def stats(self) -> GalleryStatsResult:
         """Counts per (camera, modality) of the items embedded by the loaded model."""

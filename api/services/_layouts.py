@@ -84,7 +84,7 @@ def read_folder(
     aware_time = check_datetime(captured_at, name="captured_at")
     records = [
         IngestRecord(
-            source=str(path),
+            source=str(path.resolve()),
             camera=camera,
             modality=mod,
             captured_at=aware_time,
@@ -124,7 +124,7 @@ def _csv_row(
     if not path.is_file():
         raise InvalidInputError(f"file not found: {path}")
     return IngestRecord(
-        source=str(path),
+        source=str(path.resolve()),
         camera=cam,
         modality=parse_modality(mod),
         captured_at=_parse_time(row.get("captured_at")),
@@ -232,7 +232,7 @@ def read_sysu_mm01(root: Path, *, split: str = "all", cameras: Iterable[str] | N
             for path in _image_files(pid_dir):
                 records.append(
                     IngestRecord(
-                        source=str(path),
+                        source=str(path.resolve()),
                         camera=f"cam{cam}",
                         modality=SYSU_CAMERA_MODALITY[cam],
                         track_id=pid_dir.name,

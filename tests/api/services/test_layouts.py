@@ -111,3 +111,23 @@ def test_read_sysu_mm01_errors(tmp_path: Path) -> None:
     (tmp_path / "exp" / "test_id.txt").write_text("4,x")
     with pytest.raises(InvalidInputError):
         read_sysu_mm01(tmp_path, split="test")
+
+
+def test_every_layout_records_the_absolute_resolved_path_as_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One documented way for folder, CSV and SYSU-MM01 ingests (issue #12, item 7)."""
+    make_sysu(tmp_path / "sysu")
+    (tmp_path / "list.csv").write_text("path,camera,modality\nsysu/cam1/0001/0001.jpg,c,visible\n")
+    monkeypatch.chdir(tmp_path)
+    scans = [
+        read_folder(Path("sysu/cam1"), camera="c", modality="visible")[0],
+        read_csv(Path("list.csv"))[0],
+        read_sysu_mm01(Path("sysu/../sysu"), split="test", cameras="1")[0],
+    ]
+    for records in scans:
+        assert records
+        for record in records:
+            assert Path(record.source).is_absolute() and ".." not in Path(record.source).parts
+            assert Path(record.source) == Path(record.source).resolve()
+            assert Path(record.source).is_file()
