@@ -13,9 +13,11 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
 from vireid.api._auth import ApiKeyBeforeBodyMiddleware
+from vireid.api._docs import install_offline_docs
 from vireid.api._limits import BodySizeLimitMiddleware
 from vireid.api._malloc import release_large_buffers_to_os
 from vireid.api._origin import CrossOriginWriteMiddleware
+from vireid.api._page import install_search_page
 from vireid.api.errors import install_error_handlers, public_reason
 from vireid.api.metrics import install_metrics
 from vireid.api.routes import gallery_router, health_router, search_router
@@ -94,6 +96,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         version=_version(),
         summary="Visible-infrared person re-identification search.",
         lifespan=lifespan,
+        docs_url=None,  # offline pages instead (install_offline_docs)
+        redoc_url=None,
     )
     app.state.settings = resolved
     app.state.context = None
@@ -105,6 +109,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     for router in routers:
         app.include_router(router)
     install_metrics(app)
+    install_offline_docs(app)
+    install_search_page(app)
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=resolved.max_upload_bytes + FORM_OVERHEAD_BYTES,
