@@ -9,7 +9,9 @@ its own PostgreSQL schema, dropped at the end):
   after a random delay the server gets SIGKILL. The next start must keep every acknowledged id
   (``GET /gallery/{id}`` 200 with the uploaded SHA-256, and the id among SQL's), hold the same ids in
   memory (``/readyz`` sizes), on disk (index file + manifest) and in SQL, find a sample of the trial's
-  crops by search, and leave no ``.*.tmp`` file under ``<data_dir>/indexes``. After the last trial, the
+  crops by search, and leave no ``.*.tmp`` file under ``<data_dir>/indexes``. The request the kill cut
+  off must be stored whole or not at all (``partial_requests``; ``unacked_committed`` counts those stored
+  whole although the client never got the answer). After the last trial, the
   same searches must give identical results (ids and scores) across a graceful restart (SIGTERM), a
   kill -9 of the idle server and a restart that rebuilds the indexes from SQL (``indexes/`` removed).
 * ``ingest``: ``vireid ingest`` of a folder of fresh crops (batches of 8) gets SIGKILL after a random
@@ -104,6 +106,7 @@ class Tally:
     lost: int = 0
     index_mismatch: int = 0
     search_missed: int = 0
+    partial_requests: int = 0
     duplicates: int = 0
     temp_files_left: int = 0
     results_changed: int = 0
@@ -111,6 +114,7 @@ class Tally:
     killed_in_save: int = 0
     stale_index_at_kill: int = 0
     killed_mid_ingest: int = 0
+    unacked_committed: int = 0
     wall_s: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -122,6 +126,7 @@ class Tally:
                 self.lost,
                 self.index_mismatch,
                 self.search_missed,
+                self.partial_requests,
                 self.duplicates,
                 self.temp_files_left,
                 self.results_changed,
@@ -132,7 +137,13 @@ class Tally:
     def line(self) -> str:
         """``reliability kind=... key=value ...`` (ingest-only and server-only fields where they apply)."""
         only = {
-            "server": {"acknowledged", "search_missed", "results_changed"},
+            "server": {
+                "acknowledged",
+                "search_missed",
+                "partial_requests",
+                "results_changed",
+                "unacked_committed",
+            },
             "ingest": {"files", "duplicates", "killed_mid_ingest"},
         }
         skip = {"notes"} | only["ingest" if self.kind == "server" else "server"]
@@ -357,6 +368,7 @@ class Writer(threading.Thread):
         self._base_url, self._camera, self.next_seed, self._rng = base_url, camera, first_seed, rng
         self.acked: dict[int, Acked] = {}
         self.refused: list[str] = []
+        self.in_flight: list[str] = []  # SHA-256 of the crops of the request the kill cut off
 
     def run(self) -> None:
         with httpx.Client(base_url=self._base_url, timeout=30) as client:
@@ -369,8 +381,9 @@ class Writer(threading.Thread):
                     response = client.post(
                         "/gallery", files=files, data={"camera": self._camera, "modality": modality}
                     )
-                except httpx.TransportError:
-                    return  # killed: the answer never came, so nothing of this request is acknowledged
+                except httpx.TransportError:  # killed: no answer, so nothing of this request is acknowledged
+                    self.in_flight = [sha256(data) for data in crops]
+                    return
                 if response.status_code != 201:
                     self.refused.append(f"{response.status_code} {response.text[:200]}")
                     continue
@@ -463,6 +476,12 @@ def kill_trial(
         tally.problem(f"POST /gallery refused: {refusal}")
     tally.killed_in_save += int(bool(inspector.temp_files()))
     tally.stale_index_at_kill += int(bool(inspector.stale_modalities()))
+    stored = inspector.rows_per_sha(f"srv{trial}")
+    committed = sum(digest in stored for digest in writer.in_flight)
+    if 0 < committed < len(writer.in_flight):
+        tally.partial_requests += 1
+        tally.problem(f"{committed} of the {len(writer.in_flight)} images of the cut-off request stored")
+    tally.unacked_committed += int(bool(writer.in_flight) and committed == len(writer.in_flight))
     logger.info("server trial %d: %d ids acknowledged before SIGKILL", trial, len(writer.acked))
     return writer.acked, writer.next_seed
 
