@@ -27,11 +27,12 @@ Usage::
     python benchmarks/reliability.py --trials 20 --seed 3 --work /tmp/reliability
     python benchmarks/reliability.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/test
 
-Prints one line per kind, e.g. ``reliability kind=server db=sqlite trials=10 acknowledged=1647 lost=0
-index_mismatch=0 search_missed=0 temp_files_left=0 results_changed=0 errors=0 killed_in_save=1
-stale_index_at_kill=2 wall_s=96.9`` and ``reliability kind=ingest db=sqlite trials=10 files=4800 lost=0
-index_mismatch=0 duplicates=0 temp_files_left=0 errors=0 killed_in_save=3 stale_index_at_kill=4
-killed_mid_ingest=7 wall_s=63.3``. ``killed_in_save`` (trials with a temp file right after the kill),
+Prints one line per kind, e.g. ``reliability kind=server db=sqlite trials=10 acknowledged=1694 lost=0
+index_mismatch=0 search_missed=0 partial_requests=0 temp_files_left=0 results_changed=0 errors=0
+killed_in_save=1 stale_index_at_kill=3 unacked_committed=5 wall_s=60.5`` and ``reliability kind=ingest
+db=sqlite trials=10 files=4800 lost=0 index_mismatch=0 duplicates=0 temp_files_left=0 errors=0
+killed_in_save=1 stale_index_at_kill=3 killed_mid_ingest=5 wall_s=68.6`` (docs/reliability.md has the
+last figures). ``killed_in_save`` (trials with a temp file right after the kill),
 ``stale_index_at_kill`` (trials whose index on disk was behind SQL right after the kill, so the next
 start rebuilt it) and ``killed_mid_ingest`` (kills after some but not all batches were committed) show
 where the kills landed. Exit code 1 when anything was lost, inconsistent, left behind or failed.
