@@ -33,7 +33,7 @@ killed_in_save=1 stale_index_at_kill=3 unacked_committed=5 wall_s=60.5`` and ``r
 db=sqlite trials=10 files=4800 lost=0 index_mismatch=0 duplicates=0 temp_files_left=0 errors=0
 killed_in_save=1 stale_index_at_kill=3 killed_mid_ingest=5 wall_s=68.6`` (docs/reliability.md has the
 last figures). ``killed_in_save`` (trials with a temp file right after the kill),
-``stale_index_at_kill`` (trials whose index on disk was behind SQL right after the kill, so the next
+``stale_index_at_kill`` (trials whose index on disk did not match SQL right after the kill, so the next
 start rebuilt it) and ``killed_mid_ingest`` (kills after some but not all batches were committed) show
 where the kills landed. Exit code 1 when anything was lost, inconsistent, left behind or failed.
 """
