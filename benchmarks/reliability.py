@@ -492,7 +492,10 @@ def final_restarts(tally: Tally, server: Server, inspector: Inspector, *, seed: 
     with httpx.Client(base_url=server.base_url, timeout=30) as client:
         before = query_results(client, seed)
     for how in ("graceful", "kill -9", "rebuild from SQL"):
-        server.stop(signal.SIGKILL if how == "kill -9" else signal.SIGTERM)
+        code = server.stop(signal.SIGKILL if how == "kill -9" else signal.SIGTERM)
+        if how != "kill -9" and code not in (0, -signal.SIGTERM):  # uvicorn re-raises SIGTERM after shutdown
+            tally.errors += 1
+            tally.problem(f"vireid serve exited with {code} on SIGTERM")
         if how == "rebuild from SQL":
             shutil.rmtree(inspector.data_dir / INDEXES_DIRNAME)
         server.start()
