@@ -9,14 +9,17 @@ its own PostgreSQL schema, dropped at the end):
   after a random delay the server gets SIGKILL. The next start must keep every acknowledged id
   (``GET /gallery/{id}`` 200 with the uploaded SHA-256, and the id among SQL's), hold the same ids in
   memory (``/readyz`` sizes), on disk (index file + manifest) and in SQL, find a sample of the trial's
-  crops by search, and leave no ``.*.tmp`` file under ``<data_dir>/indexes``. The request the kill cut
+  crops by search, leave no ``.*.tmp`` file under ``<data_dir>/indexes`` or ``<data_dir>/crops``, and
+  keep the crop store equal to SQL: every row's crop stored, no crop without a row, no crop journal
+  left (``crop_mismatch``). The request the kill cut
   off must be stored whole or not at all (``partial_requests``; ``unacked_committed`` counts those stored
   whole although the client never got the answer). After the last trial, the
   same searches must give identical results (ids and scores) across a graceful restart (SIGTERM), a
   kill -9 of the idle server and a restart that rebuilds the indexes from SQL (``indexes/`` removed).
 * ``ingest``: ``vireid ingest`` of a folder of fresh crops (batches of 8) gets SIGKILL after a random
   delay and is run again to completion. Every file must then be stored exactly once (by SHA-256), the
-  rerun must report no failure, index files must match SQL and no temp file may remain.
+  rerun must report no failure, index files must match SQL, the crops must match the rows and no temp
+  file may remain.
 
 Only the public command line and HTTP API write; the checks read SQL and the index files through
 ``vireid.index`` (``GalleryRepository``, ``IndexManifest``, ``FaissGalleryIndex``).
@@ -70,6 +73,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from vireid.index import (
+    CROPS_DIRNAME,
     INDEXES_DIRNAME,
     MODALITIES,
     CorruptIndexError,
@@ -110,6 +114,7 @@ class Tally:
     partial_requests: int = 0
     duplicates: int = 0
     temp_files_left: int = 0
+    crop_mismatch: int = 0
     results_changed: int = 0
     errors: int = 0
     killed_in_save: int = 0
@@ -130,6 +135,7 @@ class Tally:
                 self.partial_requests,
                 self.duplicates,
                 self.temp_files_left,
+                self.crop_mismatch,
                 self.results_changed,
                 self.errors,
             )
@@ -295,8 +301,24 @@ class Inspector:
         return stale
 
     def temp_files(self) -> list[Path]:
-        """Temp files of interrupted index saves (``.*.tmp``) under ``<data_dir>/indexes``."""
-        return sorted((self.data_dir / INDEXES_DIRNAME).rglob(".*.tmp"))
+        """Temp files of interrupted index or crop writes (``.*.tmp``) under ``<data_dir>/indexes`` and
+        ``<data_dir>/crops``."""
+        return sorted(
+            path
+            for folder in (INDEXES_DIRNAME, CROPS_DIRNAME)
+            for path in (self.data_dir / folder).rglob(".*.tmp")
+        )
+
+    def crop_mismatch(self) -> tuple[list[str], list[str], list[Path]]:
+        """``(digests of rows without a stored crop, crops without a row, crop journals left)``."""
+        rows: set[str] = set()
+        if inspect(self._engine).has_table(GalleryItem.__tablename__):
+            with self._sessions() as session:
+                rows = {str(d) for d in session.scalars(select(GalleryItem.sha256).distinct())}
+        root = self.data_dir / CROPS_DIRNAME
+        files = {p.name for p in root.glob("??/*") if not p.name.startswith(".")} if root.is_dir() else set()
+        journals = sorted((root / ".pending").glob("*.json")) if root.is_dir() else []
+        return sorted(rows - files), sorted(files - rows), journals
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -401,7 +423,7 @@ def check_after_start(
     acked: dict[int, Acked],
     recent: list[int] | None = None,
 ) -> None:
-    """Checks after a (re)start: acknowledged ids kept, index ≡ SQL, no temp file.
+    """Checks after a (re)start: acknowledged ids kept, index ≡ SQL, no temp file, crops ≡ rows.
 
     Every id of ``acked`` must be among SQL's; those of ``recent`` (default: all) are also read back with
     ``GET /gallery/{id}`` and their SHA-256 compared.
@@ -429,6 +451,18 @@ def check_after_start(
     if temp:
         tally.temp_files_left += len(temp)
         tally.problem(f"temp files after start: {[p.name for p in temp]}")
+    check_crops(tally, inspector, when="after start")
+
+
+def check_crops(tally: Tally, inspector: Inspector, *, when: str) -> None:
+    """Every row's crop is stored, every stored crop has a row, no crop journal is left."""
+    missing, orphans, journals = inspector.crop_mismatch()
+    if missing or orphans or journals:
+        tally.crop_mismatch += len(missing) + len(orphans) + len(journals)
+        tally.problem(
+            f"crops {when}: {len(missing)} rows without crop, {len(orphans)} crops without row, "
+            f"{len(journals)} journals left"
+        )
 
 
 def probe_search(tally: Tally, client: httpx.Client, acked: dict[int, Acked], rng: random.Random) -> None:
@@ -620,6 +654,7 @@ def ingest_trial(
     tally.temp_files_left += len(temp)
     if temp:
         tally.problem(f"temp files after the rerun: {[p.name for p in temp]}")
+    check_crops(tally, inspector, when="after the rerun")
     tally.files += len(digests)
     logger.info("ingest trial %s: killed=%s after %.1f s", camera, killed, ran_s)
     return None if killed else ran_s
