@@ -8,7 +8,6 @@ unauthenticated client could make the server read up to the body limit, slowly (
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 
@@ -17,6 +16,7 @@ from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from vireid.api._asgi import body_announced, header, send_json_error
 from vireid.api.deps import API_KEY_REFUSED, api_key_accepted, require_api_key
 from vireid.api.settings import Settings
 
@@ -32,13 +32,6 @@ def _depends_on(dependant: Dependant, target: Callable[..., object]) -> bool:
 def needs_api_key(route: BaseRoute) -> bool:
     """True for a FastAPI route that depends (directly or through another dependency) on the API key."""
     return isinstance(route, APIRoute) and _depends_on(route.dependant, require_api_key)
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return bytes(value).decode("latin-1")
-    return None
 
 
 class ApiKeyBeforeBodyMiddleware:
@@ -72,22 +65,16 @@ class ApiKeyBeforeBodyMiddleware:
         if (
             scope["type"] != "http"
             or self.settings.api_key is None
-            or api_key_accepted(self.settings, _header(scope, b"x-api-key"))
+            or api_key_accepted(self.settings, header(scope, b"x-api-key"))
             or not self._protected(scope)
         ):
             await self.app(scope, receive, send)
             return
         logger.info("refused %s %s: missing or invalid X-API-Key", scope["method"], scope["path"])
-        body = json.dumps({"detail": API_KEY_REFUSED}).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"www-authenticate", b"ApiKey"),
-        ]
-        if (
-            _header(scope, b"transfer-encoding") is not None
-            or (_header(scope, b"content-length") or "0") != "0"
-        ):
-            headers.append((b"connection", b"close"))  # the unread body must not be taken for a request
-        await send({"type": "http.response.start", "status": 401, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_json_error(
+            send,
+            401,
+            API_KEY_REFUSED,
+            headers=[(b"www-authenticate", b"ApiKey")],
+            close=body_announced(scope),
+        )

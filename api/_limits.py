@@ -9,13 +9,14 @@ a worker) gets 408 and its connection is closed.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
 
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from vireid.api._asgi import send_json_error
 
 __all__ = ["BodySizeLimitMiddleware"]
 
@@ -30,17 +31,8 @@ class _BodyTooSlow(Exception):
     pass
 
 
-async def _send_error(send: Send, status: int, detail: str, *, close: bool = False) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if close:
-        headers.append((b"connection", b"close"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
 async def _send_413(send: Send, limit: int) -> None:
-    await _send_error(send, 413, f"request body larger than the {limit}-byte limit")
+    await send_json_error(send, 413, f"request body larger than the {limit}-byte limit")
 
 
 def _declared_length(scope: Scope) -> int | None:
@@ -138,4 +130,6 @@ class BodySizeLimitMiddleware:
             logger.info(
                 "refused %s %s: body not received in %s s", scope["method"], scope["path"], self.timeout_s
             )
-            await _send_error(send, 408, f"request body not received within {self.timeout_s:g} s", close=True)
+            await send_json_error(
+                send, 408, f"request body not received within {self.timeout_s:g} s", close=True
+            )

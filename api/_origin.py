@@ -10,12 +10,13 @@ requests; clients that are not browsers (curl, SDKs, the CLI) send none and are 
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Collection
 from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from vireid.api._asgi import body_announced, header, send_json_error
 
 __all__ = ["SAFE_METHODS", "CrossOriginWriteMiddleware"]
 
@@ -23,13 +24,6 @@ logger = logging.getLogger(__name__)
 
 #: Methods that change nothing; every other method is a write for this check.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return bytes(value).decode("latin-1")
-    return None
 
 
 def _same_origin(origin: str, host: str | None) -> bool:
@@ -54,24 +48,19 @@ class CrossOriginWriteMiddleware:
         self.allowed = frozenset(o.rstrip("/") for o in allowed_origins)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        origin = _header(scope, b"origin") if scope["type"] == "http" else None
+        origin = header(scope, b"origin") if scope["type"] == "http" else None
         if (
             origin is None
             or scope["method"] in SAFE_METHODS
             or origin.rstrip("/") in self.allowed
-            or _same_origin(origin, _header(scope, b"host"))
+            or _same_origin(origin, header(scope, b"host"))
         ):
             await self.app(scope, receive, send)
             return
         logger.info("refused %s %s from origin %r", scope["method"], scope["path"], origin)
-        body = json.dumps(
-            {"detail": f"cross-origin request from {origin[:200]} refused; allow it with VIREID_CORS_ORIGINS"}
-        ).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        if (
-            _header(scope, b"transfer-encoding") is not None
-            or (_header(scope, b"content-length") or "0") != "0"
-        ):
-            headers.append((b"connection", b"close"))  # the unread body must not be taken for a request
-        await send({"type": "http.response.start", "status": 403, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_json_error(
+            send,
+            403,
+            f"cross-origin request from {origin[:200]} refused; allow it with VIREID_CORS_ORIGINS",
+            close=body_announced(scope),
+        )
