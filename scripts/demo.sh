@@ -74,8 +74,20 @@ else
         eval.every=0 logging.progress=false
 fi
 
-# 2. Export: one ONNX graph per modality + manifest.json, checked against PyTorch.
-vireid export --method salcr --checkpoint "$CKPT" --out "$WORK/model" --force
+# 2. Export: one ONNX graph per modality + manifest.json, checked against PyTorch (skipped when
+#    <work>/model was exported from this checkpoint after it was last written).
+if python - "$WORK/model/manifest.json" "$CKPT" <<'PY'
+import json, pathlib, sys
+manifest, ckpt = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+fresh = manifest.is_file() and manifest.stat().st_mtime > ckpt.stat().st_mtime
+source = json.loads(manifest.read_text()).get("source_checkpoint") if fresh else None
+sys.exit(0 if source and pathlib.Path(source).resolve() == ckpt.resolve() else 1)
+PY
+then
+    echo "demo: reusing the model exported from $CKPT in $WORK/model (delete it to export again)"
+else
+    vireid export --method salcr --checkpoint "$CKPT" --out "$WORK/model" --force
+fi
 
 # 3. Ingest the visible gallery of the held-out identities into the persistent gallery (SQLite + FAISS).
 export VIREID_DATA_DIR="$WORK/gallery" VIREID_MODEL_DIR="$WORK/model"
