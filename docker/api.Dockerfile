@@ -12,7 +12,7 @@ WORKDIR /app
 RUN uv venv /opt/venv
 ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
 # Dependencies first (cached layer), then the project.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv pip install -r pyproject.toml --extra "$ORT_EXTRA" --extra postgres
 COPY vireid ./vireid

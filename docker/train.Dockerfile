@@ -12,7 +12,7 @@ ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 WORKDIR /app
 RUN uv venv /opt/venv
 ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv pip install --extra-index-url "$TORCH_INDEX" --index-strategy unsafe-best-match -r pyproject.toml --extra train --extra serve
 COPY vireid ./vireid

@@ -247,7 +247,7 @@ class IndexStore:
                     f"index holds {len(index)} ids, SQL has {sql_ids.size} (ids digest differs)"
                 )
         except FileNotFoundError as exc:
-            logger.info("no saved index for %s/%s (%s); building it from SQL", *key, exc)
+            logger.info("no saved index for %s/%s yet (%s); building it from SQL", *key, exc.filename or exc)
         except CorruptIndexError as exc:
             logger.warning("rebuilding index %s/%s from SQL: %s", *key, exc)
         else:
@@ -312,7 +312,8 @@ class IndexStore:
             stat = manifest_path.stat()
             with self._lock:
                 self._disk[key] = _DiskState(stat.st_mtime_ns, stat.st_size, manifest.index_sha256)
-        logger.info("saved index %s/%s: %d vectors to %s", *key, manifest.count, index_path)
+        # DEBUG: ingest saves after every committed batch, which would break up its progress bar
+        logger.debug("saved index %s/%s: %d vectors to %s", *key, manifest.count, index_path)
         return index_path
 
     def save_all(self, *, only_dirty: bool = True) -> list[Path]:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -189,3 +192,66 @@ def test_serve_warns_when_public_without_a_key(
     monkeypatch.setenv("VIREID_API_KEY", "k")
     assert main(["serve", "--host", "0.0.0.0", "--data-dir", str(tmp_path)]) == 0
     assert "without VIREID_API_KEY" not in caplog.text
+
+
+@pytest.mark.parametrize(("level", "shown"), [("warning", False), ("info", True)])
+def test_serve_log_level_governs_vireid_loggers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, level: str, shown: bool
+) -> None:
+    seen: dict[str, Any] = {}
+
+    def fake_run(app: Any, **kwargs: Any) -> None:
+        seen.update(kwargs)
+        logging.getLogger("vireid.api.app").info("ready (what the lifespan logs)")
+
+    monkeypatch.setattr("uvicorn.run", fake_run)
+    caplog.set_level("DEBUG")
+    assert main(["serve", "--log-level", level, "--data-dir", str(tmp_path)]) == 0
+    assert seen["log_level"] == level
+    infos = [r.getMessage() for r in caplog.records if r.name.startswith("vireid") and r.levelname == "INFO"]
+    assert bool(infos) is shown
+    if shown:
+        assert any(m.startswith("serving data dir") for m in infos) and "ready" in infos[-1]
+    assert logging.getLogger("vireid").level == logging.NOTSET  # restored: main() leaves logging as it was
+
+
+_INGEST_WITH_FAKE_MODEL = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from api_testkit import FakeEmbedder
+import vireid.serving.runtime as runtime
+runtime.load_embedder = lambda model_dir, **kwargs: FakeEmbedder()
+from vireid.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_cli_logs_no_third_party_noise(tmp_path: Path) -> None:
+    """A fresh process (FAISS and Alembic load once per process): ``vireid ingest`` logs vireid's own INFO
+    lines but not Alembic's ``setup plugin`` records nor the FAISS loader's tries of CPU builds (#12)."""
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    for n in range(3):
+        (crops / f"{n}.jpg").write_bytes(image_bytes(n))
+    argv = [
+        "ingest",
+        str(crops),
+        "--camera",
+        "gate",
+        "--modality",
+        "visible",
+        "--data-dir",
+        str(tmp_path / "d"),
+    ]
+    done = subprocess.run(
+        [sys.executable, "-c", _INGEST_WITH_FAKE_MODEL, str(Path(__file__).parent), *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "INFO vireid.api.services._gallery: ingest: 3 added" in done.stderr
+    assert "ingest: 100%" in done.stderr  # the progress bar
+    for noise in ("alembic.runtime.plugins", "setup plugin", "faiss.loader", "swigfaiss", "AVX"):
+        assert noise not in done.stderr, done.stderr

@@ -178,6 +178,7 @@ class Trainer:
         self.keep_snapshots = False
         self.on_nonfinite: Callable[[Trainer, NonFiniteLossError], RestartEpoch] | None = None
         self._snapshots: dict[int, dict[str, Any]] = {}
+        self._refreshed = False
         self._forward = self._build_forward()
 
     # ---------------------------------------------------------------- structure of the run
@@ -236,7 +237,9 @@ class Trainer:
             if self.ctx.stage.reset_optimizer:
                 self.reset_optimizer_state()
             self.method.on_stage_start(self.ctx)
+        self._log_refresh(first=not self._refreshed)
         self.labels = self.method.refresh(self.ctx)
+        self._refreshed = True
         self.step_in_epoch = 0
         self._emit("before_epoch")
         self.model.train()
@@ -247,6 +250,24 @@ class Trainer:
         self.state.history.append(self._epoch_record(epoch))
         self.state.epoch += 1
         self._emit("after_epoch")
+
+    def _log_refresh(self, *, first: bool) -> None:
+        """Say what the (silent, minutes-long on CPU) pseudo-label refresh does: INFO at the first one of
+        this process and at each stage start, DEBUG otherwise."""
+        assert self.ctx is not None
+        level = logging.INFO if first or self.ctx.stage_epoch == 0 else logging.DEBUG
+        if not self.dist.is_main or not logger.isEnabledFor(level):
+            return
+        sizes = ", ".join(f"{len(rows)} {modality}" for modality, rows in self.records.items())
+        logger.log(
+            level,
+            "epoch %d/%d (stage %s): pseudo-labels: embedding every training crop (%s) and clustering "
+            "each modality (k-reciprocal Jaccard distance + DBSCAN); on CPU this takes a while",
+            self.state.epoch + 1,
+            self.total_epochs,
+            self.ctx.stage.name,
+            sizes,
+        )
 
     def reset_optimizer_state(self) -> None:
         """Clear the optimizer's per-parameter state, as if it had just been built (``reset_optimizer``).

@@ -71,7 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--log-level",
         default="info",
         choices=("critical", "error", "warning", "info", "debug"),
-        help="uvicorn log level",
+        help="log level of the service: uvicorn and vireid (default info)",
     )
     add_settings_arguments(parser)
     parser.set_defaults(handler=_run)

@@ -187,3 +187,40 @@ def test_mobile_without_weights_exports_the_packaged_imagenet_start(
     manifest = Manifest.load(result.out_dir)
     assert manifest.pretrained == "imagenet" and manifest.randomly_initialised is False
     assert manifest.variant == "mobile"
+
+
+def test_export_is_quiet_and_its_filters_are_scoped(
+    tmp_path: Path, tiny_model_factory: Callable[..., Any]
+) -> None:
+    """No torchvision-skip records and no torch-internal ``LeafSpec`` FutureWarning per graph (#12), and
+    the filters are gone after the call: a later warning of the same kind still shows."""
+    import logging
+    import warnings
+
+    from vireid.serving.export import _graph
+
+    registry = logging.getLogger(_graph._REGISTRY_LOGGER)
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    registry.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            exporter = _graph.export_graph(
+                tiny_model_factory().export_module("visible"),
+                torch.randn(2, 3, 32, 16),
+                tmp_path / "visible.onnx",
+                names=("images", "embeddings"),
+                opset=18,
+            )
+            warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated", FutureWarning, stacklevel=1)
+            registry.warning("torchvision is not installed. Skipping torchvision::nms")
+    finally:
+        registry.removeHandler(handler)
+    assert exporter == "dynamo"
+    assert seen == ["torchvision is not installed. Skipping torchvision::nms"]  # only the one after export
+    assert [str(w.message) for w in caught if "LeafSpec" in str(w.message)] == [
+        "`isinstance(treespec, LeafSpec)` is deprecated"
+    ]
+    assert not registry.filters

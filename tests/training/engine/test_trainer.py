@@ -68,6 +68,19 @@ def test_events_stages_and_history(tmp_path, fake_method, trainer_factory) -> No
     assert {"optimizer", "scheduler", "method_state", "rng", "trainer_state", "config"} <= set(ckpt)
 
 
+def test_pseudo_label_refresh_says_what_it_does_at_first_and_at_each_stage_start(
+    tmp_path, fake_method, trainer_factory, caplog
+) -> None:
+    trainer = trainer_factory(fake_method(), run_dir=tmp_path, epochs=(1, 2), iters=1)
+    with caplog.at_level(logging.INFO, logger="vireid.training.engine"):
+        trainer.fit()
+    lines = [r.getMessage() for r in caplog.records if "pseudo-labels:" in r.getMessage()]
+    sizes = ", ".join(f"{len(rows)} {modality}" for modality, rows in trainer.records.items())
+    assert len(lines) == 2  # epoch 1 (first, stage s0) and epoch 2 (stage s1 starts); not epoch 3
+    assert lines[0].startswith("epoch 1/3 (stage s0): pseudo-labels:") and f"({sizes})" in lines[0]
+    assert lines[1].startswith("epoch 2/3 (stage s1): pseudo-labels:")
+
+
 def test_killed_mid_epoch_resumes_to_identical_state(tmp_path, fake_method, trainer_factory, stop_at) -> None:
     full = trainer_factory(fake_method(), run_dir=tmp_path / "full")
     full.fit()
