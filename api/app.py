@@ -45,7 +45,7 @@ FORM_OVERHEAD_BYTES = 64 * 1024
 
 def _load(app: FastAPI, settings: Settings, embedder: Embedder | None) -> None:
     try:
-        context = open_context(settings, embedder=embedder)
+        context = open_context(settings, embedder=embedder, embed_metrics=app.state.embed_metrics)
     except Exception as exc:  # reported by /readyz; the process stays up for /healthz
         logger.exception("could not load the model or the gallery")
         app.state.load_error = public_reason(exc)
@@ -102,6 +102,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     app.state.settings = resolved
     app.state.context = None
     app.state.load_error = None
+    app.state.embed_metrics = None  # set by install_metrics when prometheus-client is there
     if settings is not None:
         app.dependency_overrides[get_settings] = lambda: resolved
     install_error_handlers(app)

@@ -80,6 +80,22 @@ class Settings(BaseSettings):
     backend: Literal["auto", "onnxruntime", "tensorrt"] = Field(default="auto", description="Embedder.")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Embedder device.")
     batch_size: int = Field(default=32, gt=0, description="Images embedded and committed per ingest batch.")
+    embed_batching: bool = Field(
+        default=True,
+        description="Merge concurrent embed calls of one modality (searches, uploads) into shared batches; "
+        "false: each request is embedded alone, in its own thread.",
+    )
+    embed_max_batch_size: int = Field(
+        default=32,
+        gt=0,
+        description="Most images in one shared embed call (a larger single request is embedded alone).",
+    )
+    embed_max_queue_delay_ms: float = Field(
+        default=5.0,
+        ge=0,
+        description="Most milliseconds the oldest waiting request waits for others to share its batch; "
+        "0 turns batching off.",
+    )
 
     @field_validator("api_key", "database_url", "model_dir", mode="before")
     @classmethod

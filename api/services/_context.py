@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from vireid.api.services._batching import BatchingEmbedder, BatchMetrics, batching_embedder
 from vireid.api.services._budget import PixelBudget
 from vireid.api.settings import MODALITIES, Modality, Settings
 
@@ -144,13 +145,20 @@ class ServiceContext:
             self.store.save_all(only_dirty=True)
 
     def close(self) -> None:
-        """Release the database engine."""
+        """Stop the embed batcher (waiting requests fail with 503) and release the database engine."""
+        if isinstance(self.embedder, BatchingEmbedder):
+            self.embedder.close()
         if self.engine is not None:
             self.engine.dispose()
 
 
-def open_context(settings: Settings, *, embedder: Embedder | None = None) -> ServiceContext:
+def open_context(
+    settings: Settings, *, embedder: Embedder | None = None, embed_metrics: BatchMetrics | None = None
+) -> ServiceContext:
     """Load the embedder, migrate and open the database, and load both gallery indexes.
+
+    The embedder is wrapped in a :class:`~vireid.api.services._batching.BatchingEmbedder` (dynamic
+    batching of concurrent calls, ``settings.embed_*``).
 
     Temp files that an index save killed mid-write left behind (by this or another process that is
     gone) are removed first, and logged; so are the crops that a write killed between storing them and
@@ -160,6 +168,7 @@ def open_context(settings: Settings, *, embedder: Embedder | None = None) -> Ser
         settings: data directory, database URL, model directory, index factory, backend, device.
         embedder: an already built embedder (tests, benchmarks); default
             ``load_embedder(settings.resolved_model_dir, backend=..., device=...)``.
+        embed_metrics: observer of the batcher's batch sizes and queue times (``/metrics``).
 
     Raises:
         FileNotFoundError: the model directory has no exported model.
@@ -183,6 +192,7 @@ def open_context(settings: Settings, *, embedder: Embedder | None = None) -> Ser
             device=settings.device,
             batch_size=settings.batch_size,
         )
+    embedder = batching_embedder(embedder, settings, metrics=embed_metrics)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = settings.resolved_database_url
     upgrade_database(url)
