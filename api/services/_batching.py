@@ -22,7 +22,10 @@ With ``max_queue_delay_s=0`` there is no queue and no thread: ``embed`` calls th
 directly in the caller's thread (batching off), and only the batch-size metric is observed.
 
 The wrapped embedder is only ever called from the dispatcher thread while batching is on, so it need
-not be thread-safe then.
+not be thread-safe then. When it is a :class:`~vireid.serving.runtime.BatchedEmbedder` (the ONNX Runtime
+and TensorRT backends), each caller preprocesses its own images in its own thread (resize, normalise:
+per image, so the result is the same) and the dispatcher runs only the network on the joined batch; a
+crop that cannot be preprocessed then fails its own request before it is queued.
 """
 
 from __future__ import annotations
@@ -67,10 +70,18 @@ class BatcherClosedError(NotReadyError):
 
 @dataclass(eq=False)
 class _Request:
-    images: Sequence[ImageInput]
+    images: Sequence[ImageInput] | np.ndarray  # (N, 3, H, W) float32 when preprocessed by the caller
     modality: str
     arrived: float
     future: Future[np.ndarray] = field(default_factory=Future)
+
+
+class _Preprocessing(Protocol):
+    """What a :class:`~vireid.serving.runtime.BatchedEmbedder` offers to split preprocessing off."""
+
+    manifest: Manifest
+
+    def embed_preprocessed(self, batch: np.ndarray, modality: str) -> np.ndarray: ...
 
 
 class BatchingEmbedder:
@@ -111,6 +122,7 @@ class BatchingEmbedder:
         self._cond = threading.Condition()
         self._closed = False
         self._worker: threading.Thread | None = None  # started by the first queued call
+        self._split: _Preprocessing | None = _splittable(inner)
 
     @property
     def enabled(self) -> bool:
@@ -134,7 +146,12 @@ class BatchingEmbedder:
             if len(images) and self._metrics is not None:
                 self._metrics.observe_batch(len(images), modality=modality)
             return out
-        request = _Request(images, modality, time.monotonic())
+        payload: Sequence[ImageInput] | np.ndarray = images
+        if self._split is not None:
+            from vireid.serving.runtime import preprocess_batch
+
+            payload = preprocess_batch(images, self._split.manifest.input)
+        request = _Request(payload, modality, time.monotonic())
         with self._cond:
             if self._closed:
                 raise BatcherClosedError("the embedder is shut down")
@@ -237,13 +254,26 @@ class BatchingEmbedder:
             request.future.set_exception(exc)
 
     def _call(self, batch: list[_Request], modality: str) -> np.ndarray:
-        images: list[Any] = [image for request in batch for image in request.images]
+        count = sum(len(request.images) for request in batch)
         if self._metrics is not None:
-            self._metrics.observe_batch(len(images), modality=modality)
-        rows = np.asarray(self.inner.embed(images, modality))
-        if rows.ndim != 2 or rows.shape[0] != len(images):
-            raise RuntimeError(f"the embedder returned shape {rows.shape} for {len(images)} images")
+            self._metrics.observe_batch(count, modality=modality)
+        if self._split is not None:
+            arrays = [np.asarray(request.images) for request in batch]
+            joined = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+            rows = np.asarray(self._split.embed_preprocessed(joined, modality))
+        else:
+            images: list[Any] = [image for request in batch for image in request.images]
+            rows = np.asarray(self.inner.embed(images, modality))
+        if rows.ndim != 2 or rows.shape[0] != count:
+            raise RuntimeError(f"the embedder returned shape {rows.shape} for {count} images")
         return rows
+
+
+def _splittable(inner: object) -> _Preprocessing | None:
+    """``inner`` when its preprocessing can run apart from its network (a ``BatchedEmbedder``)."""
+    from vireid.serving.runtime import BatchedEmbedder
+
+    return inner if isinstance(inner, BatchedEmbedder) else None
 
 
 def batching_embedder(

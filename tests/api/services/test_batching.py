@@ -17,6 +17,7 @@ from PIL import Image
 from vireid.api import Settings
 from vireid.api.services import open_context
 from vireid.api.services._batching import BatcherClosedError, BatchingEmbedder
+from vireid.serving.runtime import BatchedEmbedder, InputSpec, Manifest
 
 BAD = (7, 7)  # size of the image SlowEmbedder refuses
 
@@ -68,6 +69,43 @@ class Recorder:
         self.waits.append(seconds)
 
 
+class LinearBatched(BatchedEmbedder):
+    """A BatchedEmbedder (preprocessing + flip + norm of the real backends) over a fixed linear map,
+    recording the batch sizes its network sees and the threads it runs in."""
+
+    def __init__(self) -> None:
+        spec = InputSpec(
+            height=16, width=8, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), interpolation="bilinear"
+        )
+        manifest = Manifest(
+            method="salcr",
+            variant="tiny",
+            embedding_dim=6,
+            input=spec,
+            flip_average=True,
+            normalize_output=True,
+            graphs={"visible": "visible.onnx", "infrared": "infrared.onnx"},
+            input_name="images",
+            output_name="embeddings",
+            model_version="0123456789abcdef",
+            source_checkpoint=None,
+            pretrained=None,
+            randomly_initialised=True,
+            created_at="2025-01-01T00:00:00+00:00",
+            vireid_version="0.1.0",
+            opset=18,
+        )
+        super().__init__(manifest, batch_size=64)
+        self.weights = np.random.default_rng(0).standard_normal((3 * 16 * 8, 6)).astype(np.float32)
+        self.forwards: list[int] = []
+
+    def _forward(self, batch: np.ndarray, modality: str) -> np.ndarray:
+        time.sleep(0.01)
+        self.forwards.append(batch.shape[0])
+        out: np.ndarray = batch.reshape(batch.shape[0], -1) @ self.weights
+        return out
+
+
 def _images(seed: int, n: int) -> list[Image.Image]:
     return [noise_image(seed * 100 + i) for i in range(n)]
 
@@ -108,6 +146,21 @@ def test_concurrent_calls_share_batches_and_each_caller_gets_its_own_rows() -> N
     assert len(metrics.waits) == len(requests)
     # a batch holds one modality
     assert {m for _, m in inner.calls} == {"visible", "infrared"}
+
+
+def test_a_batched_embedder_gets_preprocessed_batches_with_the_same_rows() -> None:
+    inner = LinearBatched()
+    batcher = BatchingEmbedder(inner, max_batch_size=64, max_queue_delay_s=0.05)
+    requests = [_images(seed, 1 + seed % 2) for seed in range(8)]
+    results = _concurrently([lambda r=r: batcher.embed(r, "visible") for r in requests])
+    batcher.close()
+    assert len(inner.forwards) < len(requests)  # merged (each forward holds both flip views)
+    for images, rows in zip(requests, results, strict=True):
+        assert isinstance(rows, np.ndarray)
+        np.testing.assert_allclose(rows, inner.embed(images, "visible"), rtol=1e-5, atol=1e-6)
+    # a crop that cannot be preprocessed fails in its caller, before it is queued
+    with pytest.raises(TypeError):
+        BatchingEmbedder(inner, max_batch_size=4, max_queue_delay_s=0.01).embed(["not an image"], "visible")  # type: ignore[list-item]
 
 
 def test_max_batch_size_bounds_each_call_and_a_larger_request_goes_alone() -> None:
