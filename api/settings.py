@@ -80,10 +80,11 @@ class Settings(BaseSettings):
     backend: Literal["auto", "onnxruntime", "tensorrt"] = Field(default="auto", description="Embedder.")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Embedder device.")
     batch_size: int = Field(default=32, gt=0, description="Images embedded and committed per ingest batch.")
-    embed_batching: bool = Field(
-        default=True,
+    embed_batching: bool | Literal["auto"] = Field(
+        default="auto",
         description="Merge concurrent embed calls of one modality (searches, uploads) into shared batches; "
-        "false: each request is embedded alone, in its own thread.",
+        "false: each request is embedded alone, in its own thread; auto: on when the model runs on a GPU "
+        "(on the CPU, measured slower: docs/benchmarks.md).",
     )
     embed_max_batch_size: int = Field(
         default=32,

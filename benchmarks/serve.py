@@ -8,7 +8,8 @@ servers reuse that data dir), then sends ``POST /search`` with the folder's **in
 beforehand so the clients cost little CPU). Each batching mode gets its own server process in the same
 run, on the same data dir and the same queries. The mean batch size of each case is read from the
 server's ``/metrics`` (``vireid_embed_batch_size``: images per embedder call, infrared queries only)
-before and after the case.
+before and after the case, and the server process's CPU time per request from ``/proc/<pid>/stat``
+(what a request costs, whatever share of a shared machine the server got).
 
 The SYSU-MM01 images are read in place and never copied into the repository (dataset licence).
 
@@ -136,6 +137,11 @@ class Server:
                     values[key] = float(line.split()[-1])
         return values["sum"], values["count"]
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds used by the server process so far (Linux ``/proc``)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=60)
@@ -213,9 +219,9 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def _case_line(server: Server, bodies: list[tuple[bytes, str]], *, clients: int, requests: int) -> str:
-    before = server.batch_stats()
+    before, cpu = server.batch_stats(), server.cpu_seconds()
     result = _run_case(server, bodies, clients=clients, requests=requests)
-    after = server.batch_stats()
+    after, cpu = server.batch_stats(), server.cpu_seconds() - cpu
     calls = after[1] - before[1]
     mean_batch = (after[0] - before[0]) / calls if calls else float("nan")
     lat = result["latencies"]
@@ -224,6 +230,7 @@ def _case_line(server: Server, bodies: list[tuple[bytes, str]], *, clients: int,
         f"max_batch={server.max_batch} requests={result['requests']} "
         f"throughput={len(lat) / result['wall']:.1f} req/s p50_ms={_percentile(lat, 0.5) * 1000:.0f} "
         f"p95_ms={_percentile(lat, 0.95) * 1000:.0f} mean_batch={mean_batch:.1f} "
+        f"server_cpu_ms_per_req={cpu * 1000 / max(1, len(lat)):.0f} "
         f"errors={result['errors']} load={os.getloadavg()[0]:.1f}"
     )
 

@@ -279,9 +279,14 @@ def _splittable(inner: object) -> _Preprocessing | None:
 def batching_embedder(
     embedder: Embedder, settings: Settings, *, metrics: BatchMetrics | None = None
 ) -> BatchingEmbedder:
-    """``embedder`` behind the batcher that ``settings.embed_*`` configure (a pass-through when
-    ``embed_batching`` is false or ``embed_max_queue_delay_ms`` is 0)."""
-    delay_s = settings.embed_max_queue_delay_ms / 1000.0 if settings.embed_batching else 0.0
+    """``embedder`` behind the batcher that ``settings.embed_*`` configure.
+
+    It is a pass-through when ``embed_batching`` is false, or ``"auto"`` and the embedder does not run on
+    a GPU (its ``device`` attribute is not ``"cuda"``), or when ``embed_max_queue_delay_ms`` is 0.
+    """
+    mode = settings.embed_batching
+    on = mode is True or (mode == "auto" and getattr(embedder, "device", "cpu") == "cuda")
+    delay_s = settings.embed_max_queue_delay_ms / 1000.0 if on else 0.0
     return BatchingEmbedder(
         embedder, max_batch_size=settings.embed_max_batch_size, max_queue_delay_s=delay_s, metrics=metrics
     )

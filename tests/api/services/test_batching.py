@@ -16,7 +16,7 @@ from PIL import Image
 
 from vireid.api import Settings
 from vireid.api.services import open_context
-from vireid.api.services._batching import BatcherClosedError, BatchingEmbedder
+from vireid.api.services._batching import BatcherClosedError, BatchingEmbedder, batching_embedder
 from vireid.serving.runtime import BatchedEmbedder, InputSpec, Manifest
 
 BAD = (7, 7)  # size of the image SlowEmbedder refuses
@@ -281,7 +281,7 @@ def test_bad_arguments_are_refused() -> None:
 
 
 def test_open_context_wraps_the_embedder_and_close_stops_the_batcher(tmp_path: Path) -> None:
-    context = open_context(Settings(data_dir=tmp_path / "data"), embedder=FakeEmbedder())
+    context = open_context(Settings(data_dir=tmp_path / "data", embed_batching=True), embedder=FakeEmbedder())
     assert isinstance(context.embedder, BatchingEmbedder)
     assert context.embedder.enabled
     assert context.model_version == "fake0001"
@@ -293,6 +293,32 @@ def test_open_context_wraps_the_embedder_and_close_stops_the_batcher(tmp_path: P
     assert isinstance(off.embedder, BatchingEmbedder)
     assert not off.embedder.enabled
     off.close()
+
+
+@pytest.mark.parametrize(
+    ("batching", "device", "delay_ms", "enabled"),
+    [
+        ("auto", "cuda", 5.0, True),
+        ("auto", "cpu", 5.0, False),
+        ("auto", None, 5.0, False),
+        ("true", "cpu", 5.0, True),
+        ("false", "cuda", 5.0, False),
+        ("true", "cuda", 0.0, False),
+    ],
+)
+def test_settings_turn_batching_on_and_off(
+    monkeypatch: pytest.MonkeyPatch, batching: str, device: str | None, delay_ms: float, enabled: bool
+) -> None:
+    monkeypatch.setenv("VIREID_EMBED_BATCHING", batching)
+    monkeypatch.setenv("VIREID_EMBED_MAX_QUEUE_DELAY_MS", str(delay_ms))
+    monkeypatch.setenv("VIREID_EMBED_MAX_BATCH_SIZE", "7")
+    inner = FakeEmbedder()
+    if device is not None:
+        inner.device = device  # type: ignore[attr-defined]
+    wrapped = batching_embedder(inner, Settings())
+    assert wrapped.enabled is enabled
+    assert wrapped.max_batch_size == 7
+    wrapped.close()
 
 
 def _search_all(client: TestClient, queries: list[bytes]) -> list[dict]:
@@ -311,9 +337,7 @@ def test_search_results_are_the_same_with_batching_on_and_off(
     results = {}
     for batching in (True, False):
         fake = Sleepy(delay=0.01)
-        config = settings.model_copy(
-            update={"data_dir": tmp_path / f"data-{batching}", "embed_batching": batching}
-        )
+        config = Settings(data_dir=tmp_path / f"data-{batching}", return_source=True, embed_batching=batching)
         client = make_client(config, fake=fake)
         upload(client, gallery)
         results[batching] = _search_all(client, queries)
