@@ -5,11 +5,16 @@ exported once into ``<work>/model``; ONNX Runtime on the CPU) on a free localhos
 **visible** crops of a SYSU-MM01 folder through ``POST /gallery`` (once, into ``<work>/data``; later
 servers reuse that data dir), then sends ``POST /search`` with the folder's **infrared** crops from
 1, 8, 32 and 64 concurrent clients (each a thread with one keep-alive connection, request bodies encoded
-beforehand so the clients cost little CPU). Each batching mode gets its own server process in the same
-run, on the same data dir and the same queries. The mean batch size of each case is read from the
-server's ``/metrics`` (``vireid_embed_batch_size``: images per embedder call, infrared queries only)
-before and after the case, and the server process's CPU time per request from ``/proc/<pid>/stat``
-(what a request costs, whatever share of a shared machine the server got).
+beforehand so the clients cost little CPU). Each batching mode gets its own server process (explicit
+``VIREID_EMBED_BATCHING=true`` / ``false``), all up at once on the same data dir; for each client count
+the modes run in turn, so a change in the machine's load hits them alike.
+
+Per case: throughput, p50/p95 latency, the mean batch size (from the server's ``/metrics``:
+``vireid_embed_batch_size`` of the infrared queries, before and after the case) and the server
+process's CPU milliseconds per request (``/proc/<pid>/stat``: what a request costs, whatever share of
+a shared machine the server got). First, an in-process sweep prints the model's CPU milliseconds per
+image for a few batch sizes (``--embed-batches``), at one thread and at ``--threads``: what a shared
+batch saves or costs on this CPU, apart from the service.
 
 The SYSU-MM01 images are read in place and never copied into the repository (dataset licence).
 
@@ -17,8 +22,9 @@ Usage::
 
     python benchmarks/serve.py /work/shared/data/sysu-mm01-sample --work /tmp/vireid-serve-bench
 
-Prints one line per case, e.g. ``serve clients=32 batching=on delay_ms=5 max_batch=32 requests=256
-throughput=41.2 req/s p50_ms=690 p95_ms=910 mean_batch=17.3 errors=0``.
+Prints one line per case, e.g. ``serve clients=32 batching=on delay_ms=5 max_batch=32 requests=128
+throughput=9.9 req/s p50_ms=2945 p95_ms=4156 mean_batch=14.2 server_cpu_ms_per_req=45 errors=0 load=10.9``
+(``load``: the machine's 1-minute load average after the case). Exits 1 when a search failed.
 """
 
 from __future__ import annotations
@@ -218,6 +224,30 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def _embed_sweep(model: Path, crops: list[Path], *, batches: list[int], threads: int) -> None:
+    """In-process CPU milliseconds per image of the model's infrared graph (flip views included) for
+    each batch size: what a shared batch saves or costs on this CPU, apart from the service."""
+    from PIL import Image
+
+    from vireid.serving.runtime import OnnxEmbedder, preprocess_batch
+
+    embedder = OnnxEmbedder(model, device="cpu", batch_size=max(batches), intra_op_threads=threads)
+    images = [Image.open(p).convert("RGB") for p in crops[: max(batches)]]
+    for size in batches:
+        batch = preprocess_batch(images[:size], embedder.manifest.input)
+        embedder.embed_preprocessed(batch, "infrared")  # warm-up
+        done, wall, cpu = 0, time.perf_counter(), time.process_time()
+        while done < 64 or time.perf_counter() - wall < 2.0:
+            embedder.embed_preprocessed(batch, "infrared")
+            done += size
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        print(
+            f"embed batch={size} threads={threads} cpu_ms_per_img={cpu * 1000 / done:.1f} "
+            f"img_per_s={done / wall:.1f} load={os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
+
+
 def _case_line(server: Server, bodies: list[tuple[bytes, str]], *, clients: int, requests: int) -> str:
     before, cpu = server.batch_stats(), server.cpu_seconds()
     result = _run_case(server, bodies, clients=clients, requests=requests)
@@ -248,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delay-ms", type=float, default=None, help="VIREID_EMBED_MAX_QUEUE_DELAY_MS")
     parser.add_argument("--max-batch", type=int, default=None, help="VIREID_EMBED_MAX_BATCH_SIZE")
     parser.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of the server")
+    parser.add_argument(
+        "--embed-batches", default="1,4,16,32", help="batch sizes of the in-process sweep first; '' skips it"
+    )
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     model = args.model or _ensure_model(args.work)
@@ -257,6 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     bodies = [
         _multipart({"modality": "infrared", "k": "10"}, [("image", p.name, p.read_bytes())]) for p in queries
     ]
+    if args.embed_batches:
+        for threads in sorted({1, args.threads}):
+            sizes = [int(b) for b in args.embed_batches.split(",")]
+            _embed_sweep(model, queries, batches=sizes, threads=threads)
     fields = Settings.model_fields
     delay_ms = args.delay_ms if args.delay_ms is not None else fields["embed_max_queue_delay_ms"].default
     max_batch = args.max_batch if args.max_batch is not None else fields["embed_max_batch_size"].default
