@@ -92,7 +92,7 @@ class Settings(BaseSettings):
         description="Most images in one shared embed call (a larger single request is embedded alone).",
     )
     embed_max_queue_delay_ms: float = Field(
-        default=5.0,
+        default=2.0,
         ge=0,
         description="Most milliseconds the oldest waiting request waits for others to share its batch; "
         "0 turns batching off.",
