@@ -22,8 +22,8 @@ Usage::
 
     python benchmarks/serve.py /work/shared/data/sysu-mm01-sample --work /tmp/vireid-serve-bench
 
-Prints one line per case, e.g. ``serve clients=32 batching=on delay_ms=5 max_batch=32 requests=128
-throughput=9.9 req/s p50_ms=2945 p95_ms=4156 mean_batch=14.2 server_cpu_ms_per_req=45 errors=0 load=10.9``
+Prints one line per case, e.g. ``serve clients=32 batching=on delay_ms=2 max_batch=32 requests=128
+throughput=11.7 req/s p50_ms=2473 p95_ms=3452 mean_batch=14.2 server_cpu_ms_per_req=45 errors=0 load=10.1``
 (``load``: the machine's 1-minute load average after the case). Exits 1 when a search failed.
 """
 

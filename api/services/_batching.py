@@ -177,6 +177,7 @@ class BatchingEmbedder:
             worker.join()
 
     def _run(self) -> None:
+        batch: list[_Request] | None = None
         try:
             while (batch := self._next_batch()) is not None:
                 self._dispatch(batch)
@@ -184,12 +185,11 @@ class BatchingEmbedder:
             logger.exception("embed batcher stopped")
             with self._cond:
                 self._closed = True
-                pending = list(self._queue)
+                pending = [*(batch or []), *self._queue]
                 self._queue.clear()
             for request in pending:
                 if not request.future.done():
                     request.future.set_exception(exc)
-            raise
 
     def _next_batch(self) -> list[_Request] | None:
         """Wait until the oldest request's batch is full or its delay is over; None once closed."""

@@ -259,6 +259,22 @@ def test_close_fails_waiting_callers_and_lets_the_running_batch_finish() -> None
     batcher.close()  # idempotent
 
 
+def test_a_dispatcher_that_dies_fails_its_batch_and_refuses_later_calls() -> None:
+    class Fatal(BaseException):
+        pass
+
+    class Dying(FakeEmbedder):
+        def embed(self, images: Sequence[Image.Image | np.ndarray], modality: str) -> np.ndarray:
+            raise Fatal("worker killed")
+
+    batcher = BatchingEmbedder(Dying(), max_batch_size=4, max_queue_delay_s=0.001)
+    with pytest.raises(Fatal):
+        batcher.embed(_images(1, 1), "visible")
+    with pytest.raises(BatcherClosedError):
+        batcher.embed(_images(2, 1), "visible")
+    batcher.close()
+
+
 def test_zero_delay_passes_calls_through_in_the_callers_thread() -> None:
     metrics = Recorder()
     inner = FakeEmbedder()
