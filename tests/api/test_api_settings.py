@@ -17,6 +17,7 @@ def test_defaults() -> None:
     assert s.max_image_pixels == 40_000_000
     assert s.index_factory == "IDMap2,Flat"
     assert s.api_key is None
+    assert (s.embed_batching, s.embed_max_batch_size, s.embed_max_queue_delay_ms) == ("auto", 32, 2.0)
     assert s.resolved_model_dir == Path("./vireid-data/model")
     assert s.resolved_database_url.startswith("sqlite:///") and s.resolved_database_url.endswith("gallery.db")
 
@@ -42,7 +43,16 @@ def test_blank_variables_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"max_upload_bytes": 0}, {"batch_size": 0}, {"device": "tpu"}, {"backend": "tf"}]
+    "kwargs",
+    [
+        {"max_upload_bytes": 0},
+        {"batch_size": 0},
+        {"device": "tpu"},
+        {"backend": "tf"},
+        {"embed_batching": "sometimes"},
+        {"embed_max_batch_size": 0},
+        {"embed_max_queue_delay_ms": -1},
+    ],
 )
 def test_invalid_values(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
