@@ -255,3 +255,42 @@ def test_cli_logs_no_third_party_noise(tmp_path: Path) -> None:
     assert "ingest: 100%" in done.stderr  # the progress bar
     for noise in ("alembic.runtime.plugins", "setup plugin", "faiss.loader", "swigfaiss", "AVX"):
         assert noise not in done.stderr, done.stderr
+
+
+def test_reindex_registers_and_embeds_the_stored_crops(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from api_testkit import FakeManifest
+
+    def load(model_dir: Path, **kwargs: Any) -> FakeEmbedder:
+        manifest = Path(model_dir) / "manifest.json"
+        version = json.loads(manifest.read_text())["model_version"] if manifest.is_file() else "fake0001"
+        return FakeEmbedder(FakeManifest(model_version=version))
+
+    monkeypatch.setattr("vireid.serving.runtime.load_embedder", load)
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    for n in range(5):
+        (crops / f"{n}.jpg").write_bytes(image_bytes(n))
+    data = tmp_path / "data"
+    common = ("--data-dir", str(data), "--no-progress")
+    assert _run(capsys, "ingest", str(crops), "--camera", "c", "--modality", "visible", *common)[0] == 0
+    new_model = tmp_path / "new-model"
+    new_model.mkdir()
+    (new_model / "manifest.json").write_text(
+        json.dumps({"model_version": "fake0002", "method": "fake", "variant": "tiny", "embedding_dim": 48})
+    )
+    code, report = _json(capsys, "reindex", "--model", str(new_model), *common)
+    assert code == 0 and report == {
+        "version": "fake0002",
+        "added": 5,
+        "no_crop": 0,
+        "failed": 0,
+        "failures": [],
+        "complete": True,
+    }
+    assert (data / "models" / "fake0002" / "manifest.json").is_file()
+    code, out = _run(capsys, "reindex", "--model", str(new_model), *common)
+    assert code == 0 and out.startswith("model fake0002: added 0") and "POST /models/fake0002/activate" in out
+    code, _ = _run(capsys, "reindex", "--model", str(tmp_path / "missing"), *common)
+    assert code == 2
