@@ -376,7 +376,7 @@ def _choose_model(
         folder = settings.data_dir.expanduser().resolve() / MODELS_DIRNAME / active_version
         if (folder / "manifest.json").is_file():
             chosen = load(folder)
-            if (configured / "manifest.json").is_file():
+            if (configured / "manifest.json").is_file() and _folder_version(configured) != active_version:
                 other = load(configured)
                 if model_version_of(other) != active_version:
                     logger.warning(
@@ -395,6 +395,16 @@ def _choose_model(
         )
     chosen = load(configured)
     return chosen, configured if (configured / "manifest.json").is_file() else None
+
+
+def _folder_version(folder: Path) -> str | None:
+    """The ``model_version`` a model folder's manifest names (None when unreadable), without loading it."""
+    import json
+
+    try:
+        return str(json.loads((folder / "manifest.json").read_text())["model_version"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _register_files(
