@@ -157,9 +157,10 @@ def open_context(settings: Settings, *, embedder: Embedder | None = None) -> Ser
     committing their rows left without a gallery item (:meth:`vireid.index.CropStore.recover`).
 
     Args:
-        settings: data directory, database URL, model directory, index factory, backend, device.
+        settings: data directory, database URL, model directory, index factory, backend, device and
+            the GPU options (``cuda_device_id``, ``cudnn_conv_algo_search``, ``trt_*``).
         embedder: an already built embedder (tests, benchmarks); default
-            ``load_embedder(settings.resolved_model_dir, backend=..., device=...)``.
+            ``load_embedder(settings.resolved_model_dir, backend=..., device=..., gpu=GpuOptions(...))``.
 
     Raises:
         FileNotFoundError: the model directory has no exported model.
@@ -175,13 +176,20 @@ def open_context(settings: Settings, *, embedder: Embedder | None = None) -> Ser
     )
 
     if embedder is None:
-        from vireid.serving.runtime import load_embedder
+        from vireid.serving.runtime import GpuOptions, load_embedder
 
         embedder = load_embedder(
             settings.resolved_model_dir,
             backend=settings.backend,
             device=settings.device,
             batch_size=settings.batch_size,
+            gpu=GpuOptions(
+                device_id=settings.cuda_device_id,
+                cudnn_conv_algo_search=settings.cudnn_conv_algo_search,
+                trt_fp16=settings.trt_fp16,
+                trt_cache_dir=settings.resolved_trt_engine_cache_dir,
+                trt_workspace_gib=settings.trt_workspace_gib,
+            ),
         )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = settings.resolved_database_url
