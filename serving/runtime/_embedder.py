@@ -114,7 +114,7 @@ def select_providers(device: str, available: Sequence[str]) -> list[str]:
 
 
 def onnx_providers(
-    device: str, available: Sequence[str], gpu: GpuOptions | None = None
+    device: str, available: Sequence[str], *, gpu: GpuOptions | None = None
 ) -> list[str | tuple[str, dict[str, str]]]:
     """The ``providers`` argument of ``onnxruntime.InferenceSession``: :func:`select_providers` with the
     CUDA provider given its options (device id, cuDNN convolution search) from ``gpu``.
@@ -300,7 +300,7 @@ class OnnxEmbedder(BatchedEmbedder):
             import onnxruntime as ort
         except ImportError as exc:  # pragma: no cover - onnxruntime is a serve dependency
             raise BackendUnavailableError("the ONNX Runtime backend needs `pip install onnxruntime`") from exc
-        providers = onnx_providers(device, ort.get_available_providers(), self.gpu)
+        providers = onnx_providers(device, ort.get_available_providers(), gpu=self.gpu)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         threads = intra_op_threads if intra_op_threads is not None else _default_threads()

@@ -18,7 +18,7 @@ __all__ = ["CUDNN_CONV_ALGO_SEARCH", "GpuOptions", "cuda_provider_options"]
 CUDNN_CONV_ALGO_SEARCH: tuple[str, ...] = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GpuOptions:
     """GPU options for the ONNX Runtime CUDA provider and the TensorRT backend.
 

@@ -28,7 +28,13 @@ CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 
 
 def test_defaults_and_provider_options() -> None:
-    assert GpuOptions() == GpuOptions(0, "EXHAUSTIVE", False, None, 4.0)
+    assert GpuOptions() == GpuOptions(
+        device_id=0,
+        cudnn_conv_algo_search="EXHAUSTIVE",
+        trt_fp16=False,
+        trt_cache_dir=None,
+        trt_workspace_gib=4.0,
+    )
     assert CUDNN_CONV_ALGO_SEARCH == ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
     assert cuda_provider_options(GpuOptions()) == {"device_id": "0", "cudnn_conv_algo_search": "EXHAUSTIVE"}
     got = cuda_provider_options(GpuOptions(device_id=3, cudnn_conv_algo_search="HEURISTIC"))
@@ -46,7 +52,7 @@ def test_defaults_and_provider_options() -> None:
 )
 def test_onnx_providers(device: str, available: list[str], expected: list[Any]) -> None:
     gpu = GpuOptions(device_id=1, cudnn_conv_algo_search="DEFAULT", trt_fp16=True)
-    assert onnx_providers(device, available, gpu) == expected
+    assert onnx_providers(device, available, gpu=gpu) == expected
 
 
 def test_onnx_providers_default_options_are_fresh_dicts() -> None:
