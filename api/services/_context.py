@@ -237,10 +237,20 @@ class ServiceContext:
 
 def _default_loader(settings: Settings) -> EmbedderLoader:
     def load(folder: Path) -> Embedder:
-        from vireid.serving.runtime import load_embedder
+        from vireid.serving.runtime import GpuOptions, load_embedder
 
         return load_embedder(
-            folder, backend=settings.backend, device=settings.device, batch_size=settings.batch_size
+            folder,
+            backend=settings.backend,
+            device=settings.device,
+            batch_size=settings.batch_size,
+            gpu=GpuOptions(
+                device_id=settings.cuda_device_id,
+                cudnn_conv_algo_search=settings.cudnn_conv_algo_search,
+                trt_fp16=settings.trt_fp16,
+                trt_cache_dir=settings.resolved_trt_engine_cache_dir,
+                trt_workspace_gib=settings.trt_workspace_gib,
+            ),
         )
 
     return load
@@ -302,9 +312,11 @@ def open_context(
     committing their rows left without a gallery item (:meth:`vireid.index.CropStore.recover`).
 
     Args:
-        settings: data directory, database URL, model directory, index factory, backend, device.
+        settings: data directory, database URL, model directory, index factory, backend, device and
+            the GPU options (``cuda_device_id``, ``cudnn_conv_algo_search``, ``trt_*``).
         embedder: an already built embedder (tests, benchmarks): it becomes the active model.
-        loader: builds an embedder from a model folder (tests); default ``load_embedder``.
+        loader: builds an embedder from a model folder (tests); default ``load_embedder`` with the
+            settings' backend, device and GPU options.
 
     Raises:
         FileNotFoundError: no model is active and the model directory has no exported model.

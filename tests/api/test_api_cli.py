@@ -294,3 +294,34 @@ def test_reindex_registers_and_embeds_the_stored_crops(
     assert code == 0 and out.startswith("model fake0002: added 0") and "POST /models/fake0002/activate" in out
     code, _ = _run(capsys, "reindex", "--model", str(tmp_path / "missing"), *common)
     assert code == 2
+
+
+def test_gpu_options_reach_the_embedder_loader(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    fake_model: list[dict[str, Any]],
+) -> None:
+    """Settings (environment or command-line flags) → open_context → load_embedder(gpu=GpuOptions(...))."""
+    from vireid.serving.runtime import GpuOptions
+
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    (crops / "0.jpg").write_bytes(image_bytes(0))
+    data = tmp_path / "data"
+    common = ("--data-dir", str(data), "--no-progress", "--camera", "gate", "--modality", "visible")
+    flags = ("--cuda-device-id", "2", "--cudnn-conv-algo-search", "heuristic", "--trt-fp16", "true")
+    code, _ = _json(capsys, "ingest", str(crops), *common, *flags, "--trt-workspace-gib", "2")
+    assert code == 0
+    assert fake_model[0]["gpu"] == GpuOptions(
+        device_id=2,
+        cudnn_conv_algo_search="HEURISTIC",
+        trt_fp16=True,
+        trt_cache_dir=data / "trt-cache",
+        trt_workspace_gib=2.0,
+    )
+    code, _ = _json(capsys, "ingest", str(crops), *common, "--trt-engine-cache-dir", str(tmp_path / "e"))
+    assert fake_model[1]["gpu"] == GpuOptions(trt_cache_dir=tmp_path / "e")
+    with caplog.at_level(logging.ERROR, logger="vireid"):
+        assert main(["ingest", str(crops), *common, "--cudnn-conv-algo-search", "fastest"]) == 2
+    assert "cudnn_conv_algo_search" in caplog.text and "'EXHAUSTIVE', 'HEURISTIC' or 'DEFAULT'" in caplog.text
