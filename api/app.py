@@ -20,8 +20,9 @@ from vireid.api._origin import CrossOriginWriteMiddleware
 from vireid.api._page import install_search_page
 from vireid.api.errors import install_error_handlers, public_reason
 from vireid.api.metrics import install_metrics
-from vireid.api.routes import gallery_router, health_router, search_router
+from vireid.api.routes import gallery_router, health_router, models_router, search_router
 from vireid.api.services import ServiceContext, open_context
+from vireid.api.services._context import EmbedderLoader
 from vireid.api.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -43,9 +44,11 @@ def _version() -> str:
 FORM_OVERHEAD_BYTES = 64 * 1024
 
 
-def _load(app: FastAPI, settings: Settings, embedder: Embedder | None) -> None:
+def _load(app: FastAPI, settings: Settings, embedder: Embedder | None, loader: EmbedderLoader | None) -> None:
     try:
-        context = open_context(settings, embedder=embedder, embed_metrics=app.state.embed_metrics)
+        context = open_context(
+            settings, embedder=embedder, loader=loader, embed_metrics=app.state.embed_metrics
+        )
     except Exception as exc:  # reported by /readyz; the process stays up for /healthz
         logger.exception("could not load the model or the gallery")
         app.state.load_error = public_reason(exc)
@@ -61,7 +64,12 @@ def _shutdown(context: ServiceContext) -> None:
         context.close()
 
 
-def create_app(settings: Settings | None = None, *, embedder: Embedder | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    embedder: Embedder | None = None,
+    loader: EmbedderLoader | None = None,
+) -> FastAPI:
     """Build the HTTP service. Nothing is loaded until the app starts (lifespan).
 
     The lifespan fixes glibc's mmap threshold (:mod:`vireid.api._malloc`: decoded uploads go back to the
@@ -73,7 +81,9 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     Args:
         settings: service settings; default :func:`get_settings` (environment). When given, they also
             replace the ``get_settings`` dependency of this app.
-        embedder: an already built embedder (tests); default loaded from ``settings.resolved_model_dir``.
+        embedder: an already built embedder (tests); default: the data dir's active model, else the
+            one in ``settings.resolved_model_dir``.
+        loader: builds an embedder from a model folder (tests); default ``load_embedder``.
     """
     resolved = settings if settings is not None else get_settings()
 
@@ -82,7 +92,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         app.state.context = None
         app.state.load_error = None
         release_large_buffers_to_os()
-        await run_in_threadpool(_load, app, resolved, embedder)
+        await run_in_threadpool(_load, app, resolved, embedder, loader)
         try:
             yield
         finally:
@@ -106,7 +116,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     if settings is not None:
         app.dependency_overrides[get_settings] = lambda: resolved
     install_error_handlers(app)
-    routers = (health_router, search_router, gallery_router)
+    routers = (health_router, search_router, gallery_router, models_router)
     for router in routers:
         app.include_router(router)
     install_metrics(app)

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
+    "ConflictError",
     "InvalidInputError",
     "NotFoundError",
     "NotReadyError",
@@ -71,6 +72,13 @@ class NotFoundError(ServiceError, KeyError):
 
     def __str__(self) -> str:
         return self.detail
+
+
+class ConflictError(ServiceError):
+    """The request conflicts with the current state, e.g. activating an incompletely indexed model or
+    deleting the active one (HTTP 409)."""
+
+    status_code = status.HTTP_409_CONFLICT
 
 
 class UnauthorizedError(ServiceError):

@@ -18,7 +18,9 @@ __all__ = [
     "GalleryStats",
     "Health",
     "Match",
+    "ModelEntry",
     "ModelInfo",
+    "ModelList",
     "Readiness",
     "SearchResponse",
 ]
@@ -125,3 +127,30 @@ class Readiness(BaseModel):
     model: ModelInfo | None = None
     gallery_size: dict[str, int] = Field(default_factory=dict, description="Vectors per modality index.")
     detail: str | None = None
+
+
+class ModelEntry(BaseModel):
+    """A registered model version (``GET /models``)."""
+
+    model_config = ConfigDict(from_attributes=True, protected_namespaces=())
+
+    version: str = Field(description="Model version (content hash from the export manifest).")
+    method: str
+    variant: str
+    embedding_dim: int
+    precision: str
+    exported_at: datetime | None = Field(default=None, description="When it was exported (manifest).")
+    registered_at: datetime | None = Field(default=None, description="When this data dir registered it.")
+    active: bool = Field(description="The version the service embeds and searches with.")
+    gallery: dict[str, int] = Field(description="Gallery images it holds per modality.")
+    complete: bool = Field(description="It holds every gallery image (it can be activated).")
+
+
+class ModelList(BaseModel):
+    """Every registered version and the gallery size a complete version holds."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    active: str = Field(description="The active version.")
+    gallery: dict[str, int] = Field(description="Distinct gallery images per modality, over all versions.")
+    models: list[ModelEntry]

@@ -97,14 +97,45 @@ class Settings(BaseSettings):
         description="Most milliseconds the oldest waiting request waits for others to share its batch; "
         "0 turns batching off.",
     )
+    cuda_device_id: int = Field(
+        default=0,
+        ge=0,
+        description="CUDA device ordinal of the embedder (ONNX Runtime's CUDA provider and TensorRT); "
+        "no effect on CPU.",
+    )
+    cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = Field(
+        default="EXHAUSTIVE",
+        description="cuDNN convolution algorithm search of ONNX Runtime's CUDA provider "
+        "(case-insensitive): EXHAUSTIVE (ORT's default; slow first call per shape), HEURISTIC, DEFAULT; "
+        "no effect on CPU or TensorRT.",
+    )
+    trt_fp16: bool = Field(
+        default=False,
+        description="Build TensorRT engines with FP16 kernels (backend=tensorrt only; ignored by "
+        "ONNX Runtime).",
+    )
+    trt_engine_cache_dir: Path | None = Field(
+        default=None,
+        description="Where TensorRT engines are cached (built on first start, minutes); default "
+        "<data_dir>/trt-cache (writable even when the model dir is mounted read-only).",
+    )
+    trt_workspace_gib: float = Field(
+        default=4.0, gt=0, description="TensorRT builder workspace limit in GiB (backend=tensorrt only)."
+    )
 
-    @field_validator("api_key", "database_url", "model_dir", mode="before")
+    @field_validator("api_key", "database_url", "model_dir", "trt_engine_cache_dir", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         """An empty variable (``VIREID_API_KEY=``) means "not set", as compose files often pass one."""
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @field_validator("cudnn_conv_algo_search", mode="before")
+    @classmethod
+    def _upper_case(cls, value: object) -> object:
+        """``heuristic`` is ``HEURISTIC``, as ONNX Runtime spells it."""
+        return value.strip().upper() if isinstance(value, str) else value
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -125,6 +156,15 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _tensorrt_needs_a_gpu(self) -> Settings:
+        if self.backend == "tensorrt" and self.device == "cpu":
+            raise ValueError(
+                "backend=tensorrt runs on a GPU only: set device to auto or cuda (VIREID_DEVICE), "
+                "or use backend onnxruntime on CPU"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _decode_budget_fits_an_image(self) -> Settings:
         if self.max_decode_pixels < self.max_image_pixels:
             raise ValueError(
@@ -141,6 +181,13 @@ class Settings(BaseSettings):
         from vireid.index import default_database_url
 
         return str(default_database_url(self.data_dir))
+
+    @property
+    def resolved_trt_engine_cache_dir(self) -> Path:
+        """The TensorRT engine cache, defaulting to ``<data_dir>/trt-cache``."""
+        if self.trt_engine_cache_dir is not None:
+            return self.trt_engine_cache_dir
+        return self.data_dir / "trt-cache"
 
     @property
     def resolved_model_dir(self) -> Path:

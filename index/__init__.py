@@ -16,9 +16,18 @@ from vireid.index._db import (
 )
 from vireid.index._faiss_index import DEFAULT_FACTORY, FaissGalleryIndex
 from vireid.index._manifest import MANIFEST_FORMAT_VERSION, IndexManifest
-from vireid.index._models import Base, Embedding, GalleryItem, UTCDateTime, decode_vector, encode_vector
+from vireid.index._models import (
+    Base,
+    Embedding,
+    GalleryItem,
+    ModelVersion,
+    UTCDateTime,
+    decode_vector,
+    encode_vector,
+)
 from vireid.index._numpy_index import NumpyGalleryIndex
 from vireid.index._protocol import CorruptIndexError, GalleryIndex
+from vireid.index._registry import GalleryKey, ModelRegistry, ReindexSource
 from vireid.index._repository import DuplicateItemError, GalleryRepository, NewItem
 from vireid.index._store import INDEXES_DIRNAME, IndexStore, SharedIndex
 from vireid.index._validation import METRICS, MODALITIES, ids_digest
@@ -39,11 +48,15 @@ __all__ = [
     "FaissGalleryIndex",
     "GalleryIndex",
     "GalleryItem",
+    "GalleryKey",
     "GalleryRepository",
     "IndexManifest",
     "IndexStore",
+    "ModelRegistry",
+    "ModelVersion",
     "NewItem",
     "NumpyGalleryIndex",
+    "ReindexSource",
     "SharedIndex",
     "UTCDateTime",
     "alembic_config",

@@ -14,6 +14,7 @@ import numpy.typing as npt
 from sqlalchemy import (
     CHAR,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Dialect,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Text,
     UniqueConstraint,
     func,
 )
@@ -144,6 +146,29 @@ class Embedding(Base):
             ValueError: if the stored byte length does not match ``dim``.
         """
         return decode_vector(self.vector, self.dim)
+
+
+class ModelVersion(Base):
+    """An exported model registered in the data directory (its files in ``<data_dir>/models/<version>``).
+
+    At most one row is ``active``: the version the service embeds and searches with; the registry keeps
+    that choice across restarts. ``manifest`` holds the export manifest as JSON.
+    """
+
+    __tablename__ = "model_versions"
+
+    version: Mapped[str] = mapped_column(String(128), primary_key=True)
+    method: Mapped[str] = mapped_column(String(32))
+    variant: Mapped[str] = mapped_column(String(32))
+    embedding_dim: Mapped[int] = mapped_column(Integer)
+    precision: Mapped[str] = mapped_column(String(16))
+    exported_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    registered_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now, server_default=func.now())
+    active: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    manifest: Mapped[str] = mapped_column(Text)
+
+    def __repr__(self) -> str:
+        return f"ModelVersion(version={self.version!r}, method={self.method!r}, active={self.active})"
 
 
 def encode_vector(vector: npt.NDArray[np.float32]) -> bytes:

@@ -195,6 +195,26 @@ class IndexStore:
         with self._lock:
             return sorted(self._indexes)
 
+    def loaded_index(self, model_version: str, modality: str) -> SharedIndex | None:
+        """The in-memory index of ``(model_version, modality)`` when loaded, else None (nothing is read)."""
+        with self._lock:
+            return self._indexes.get((model_version, modality))
+
+    def forget(self, model_version: str) -> None:
+        """Drop a version's indexes from memory (its files stay; see :meth:`remove_files`)."""
+        with self._lock:
+            for key in [k for k in self._indexes if k[0] == model_version]:
+                del self._indexes[key]
+                self._disk.pop(key, None)
+                self._save_locks.pop(key, None)
+
+    def remove_files(self, model_version: str) -> None:
+        """Delete a version's index folder (``indexes/<version>``) and forget its indexes."""
+        import shutil
+
+        self.forget(model_version)
+        shutil.rmtree(self._root / check_model_version(model_version), ignore_errors=True)
+
     def get(self, model_version: str, modality: str, *, dim: int) -> SharedIndex:
         """The in-memory index, loading it from disk (checked against its manifest) or creating it.
 

@@ -17,7 +17,8 @@ _DESCRIPTIONS = {
     400: "Malformed multipart body.",
     401: "Missing or wrong X-API-Key (only when VIREID_API_KEY is set).",
     403: "Write from a web page of another origin (Origin header) not listed in VIREID_CORS_ORIGINS.",
-    404: "No gallery item with this id.",
+    404: "No gallery item (or model version) with this id.",
+    409: "Model version not completely indexed (activate), or the active one (delete).",
     408: "Request body not received within VIREID_BODY_TIMEOUT_S (the connection is closed).",
     413: "Body or file larger than VIREID_MAX_UPLOAD_BYTES, or images of more pixels in all than "
     "VIREID_MAX_REQUEST_PIXELS (read from the image headers, before decoding).",

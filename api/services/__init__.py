@@ -4,7 +4,7 @@ They own the unit of work (sessions, commits, index saves) and raise :mod:`virei
 exceptions, never HTTP ones, so the routes and the command line share them.
 """
 
-from vireid.api.services._context import ServiceContext, open_context
+from vireid.api.services._context import ServiceContext, model_version_of, open_context
 from vireid.api.services._gallery import GalleryService, GalleryStatsResult, IngestOutcome, IngestReport
 from vireid.api.services._images import check_request_pixels
 from vireid.api.services._layouts import (
@@ -16,6 +16,7 @@ from vireid.api.services._layouts import (
     read_folder,
     read_sysu_mm01,
 )
+from vireid.api.services._models import ModelService, ModelSummary, ReindexReport
 from vireid.api.services._records import IngestFailure, IngestRecord, parse_modality
 from vireid.api.services._search import MAX_K, SearchMatch, SearchResult, SearchService, other_modality
 
@@ -30,11 +31,15 @@ __all__ = [
     "IngestOutcome",
     "IngestRecord",
     "IngestReport",
+    "ModelService",
+    "ModelSummary",
+    "ReindexReport",
     "SearchMatch",
     "SearchResult",
     "SearchService",
     "ServiceContext",
     "check_request_pixels",
+    "model_version_of",
     "open_context",
     "other_modality",
     "parse_modality",

@@ -51,6 +51,10 @@ __all__ = ["BatchMetrics", "BatcherClosedError", "BatchingEmbedder", "batching_e
 
 logger = logging.getLogger(__name__)
 
+#: Seconds the dispatcher thread waits with an empty queue before it ends (the next call starts a new
+#: one), so that an embedder replaced by a model switch and no longer used is freed with its thread.
+IDLE_EXIT_S = 30.0
+
 
 class BatchMetrics(Protocol):
     """Receives what the batcher measures (``vireid.api.metrics`` turns it into Prometheus histograms)."""
@@ -121,7 +125,7 @@ class BatchingEmbedder:
         self._queue: deque[_Request] = deque()
         self._cond = threading.Condition()
         self._closed = False
-        self._worker: threading.Thread | None = None  # started by the first queued call
+        self._worker: threading.Thread | None = None  # started by a queued call, ends when idle
         self._split: _Preprocessing | None = _splittable(inner)
 
     @property
@@ -192,13 +196,16 @@ class BatchingEmbedder:
                     request.future.set_exception(exc)
 
     def _next_batch(self) -> list[_Request] | None:
-        """Wait until the oldest request's batch is full or its delay is over; None once closed."""
+        """Wait until the oldest request's batch is full or its delay is over; None once closed or
+        after :data:`IDLE_EXIT_S` without a request."""
         with self._cond:
             while True:
                 if self._closed:
                     return None
                 if not self._queue:
-                    self._cond.wait()
+                    if not self._cond.wait(IDLE_EXIT_S) and not self._queue:
+                        self._worker = None  # idle: end; the next call starts a new thread
+                        return None
                     continue
                 head = self._queue[0]
                 batch, full = self._pick(head.modality)

@@ -30,7 +30,7 @@ from vireid.api._bounds import (
 )
 from vireid.api.errors import InvalidInputError, NotFoundError, ServiceError
 from vireid.api.services._budget import plan_chunks
-from vireid.api.services._context import ServiceContext
+from vireid.api.services._context import ServiceContext, model_version_of
 from vireid.api.services._images import decode, image_pixels, sha256_hex
 from vireid.api.services._records import IngestRecord, parse_modality
 from vireid.api.settings import MODALITIES, Modality
@@ -40,15 +40,13 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from vireid.index import NewItem
+    from vireid.serving.runtime import Embedder
 
 __all__ = ["GalleryService", "GalleryStatsResult", "IngestOutcome", "IngestReport"]
 
 logger = logging.getLogger(__name__)
 
 Status = Literal["added", "duplicate", "failed"]
-
-#: Digests per ``IN (...)`` clause when looking up duplicates.
-_IN_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -205,6 +203,7 @@ class GalleryService:
         todo: Sequence[_Prepared],
         modality: Modality,
         *,
+        embedder: Embedder,
         strict: bool,
         failed: dict[int, IngestOutcome],
     ) -> list[_Prepared]:
@@ -218,12 +217,12 @@ class GalleryService:
             The records that were embedded; the others are in ``failed`` (or, with ``strict``, the first
             decode error is raised).
         """
-        ctx, settings = self._ctx, self._ctx.settings
+        settings = self._ctx.settings
         done: list[_Prepared] = []
         for chunk in plan_chunks(
             todo, lambda p: p.pixels, max_pixels=settings.max_decode_pixels, max_items=settings.batch_size
         ):
-            with ctx.decode_budget.reserve(sum(p.pixels for p in chunk)):
+            with self._ctx.decode_budget.reserve(sum(p.pixels for p in chunk)):
                 images: list[Image.Image] = []
                 decoded: list[_Prepared] = []
                 for p in chunk:
@@ -239,7 +238,7 @@ class GalleryService:
                     decoded.append(p)
                 if not images:
                     continue
-                vectors = np.ascontiguousarray(ctx.embedder.embed(images, modality), dtype=np.float32)
+                vectors = np.ascontiguousarray(embedder.embed(images, modality), dtype=np.float32)
                 del images
             for p, vector in zip(decoded, vectors, strict=True):
                 p.vector = vector
@@ -248,14 +247,35 @@ class GalleryService:
 
     def _ingest_batch(self, batch: Sequence[IngestRecord], *, strict: bool) -> list[IngestOutcome]:
         prepared, outcomes = self._prepare(batch, strict=strict)
-        # Embed outside the write lock what is not stored yet (first copy of each image); _store checks
-        # again under the lock and embeds there only what was deleted meanwhile.
+        while True:
+            # Embed outside the write lock what the model does not hold yet (first copy of each image);
+            # _store checks again under the lock and embeds there only what was deleted meanwhile.
+            embedder = self._ctx.embedder
+            todo = self._not_stored(prepared, version=model_version_of(embedder))
+            for modality in MODALITIES:
+                group = [p for p in todo if p.record.modality == modality]
+                self._embed(group, modality, embedder=embedder, strict=strict, failed=outcomes)
+            bad = {p.key: outcomes[p.position] for p in prepared if p.position in outcomes}
+            for p in prepared:  # other copies of an image that failed to decode fail the same way
+                if p.position not in outcomes and p.key in bad:
+                    outcomes[p.position] = IngestOutcome(p.record.source, "failed", reason=bad[p.key].reason)
+            prepared = [p for p in prepared if p.position not in outcomes]
+            with self._ctx.lock, self._ctx.crop_transaction(p.sha256 for p in prepared):
+                if self._ctx.embedder is embedder:  # else the active model changed meanwhile: again
+                    self._ctx.refresh()
+                    outcomes.update(self._store(prepared, strict=strict))
+                    return [outcomes[i] for i in range(len(batch))]
+            for p in prepared:
+                p.vector = None
+
+    def _not_stored(self, prepared: Sequence[_Prepared], *, version: str) -> list[_Prepared]:
+        """The first record of each (modality, image) that ``version`` does not hold yet."""
         with self._ctx.session() as session:
             stored = {
-                modality: _existing_ids(
-                    session,
-                    sha256s=sorted({p.sha256 for p in prepared if p.record.modality == modality}),
-                    model_version=self._ctx.model_version,
+                modality: self._ctx.repository.find_existing(
+                    session=session,
+                    sha256s={p.sha256 for p in prepared if p.record.modality == modality},
+                    model_version=version,
                     modality=modality,
                 )
                 for modality in MODALITIES
@@ -264,18 +284,7 @@ class GalleryService:
         for p in prepared:
             if p.sha256 not in stored[p.record.modality]:
                 first.setdefault(p.key, p)
-        for modality in MODALITIES:
-            todo = [p for p in first.values() if p.record.modality == modality]
-            self._embed(todo, modality, strict=strict, failed=outcomes)
-        bad = {p.key: outcomes[p.position] for p in prepared if p.position in outcomes}
-        for p in prepared:  # other copies of an image that failed to decode fail the same way
-            if p.position not in outcomes and p.key in bad:
-                outcomes[p.position] = IngestOutcome(p.record.source, "failed", reason=bad[p.key].reason)
-        prepared = [p for p in prepared if p.position not in outcomes]
-        with self._ctx.lock, self._ctx.crop_transaction(p.sha256 for p in prepared):
-            self._ctx.refresh()
-            outcomes.update(self._store(prepared, strict=strict))
-        return [outcomes[i] for i in range(len(batch))]
+        return list(first.values())
 
     def _store(self, prepared: list[_Prepared], *, strict: bool) -> dict[int, IngestOutcome]:
         """Write one batch; caller holds the lock."""
@@ -311,9 +320,9 @@ class GalleryService:
         strict: bool,
     ) -> np.ndarray:
         ctx, repo = self._ctx, self._ctx.repository
-        existing = _existing_ids(
-            session,
-            sha256s=sorted({p.sha256 for p in group}),
+        existing = repo.find_existing(
+            session=session,
+            sha256s={p.sha256 for p in group},
             model_version=ctx.model_version,
             modality=modality,
         )
@@ -330,7 +339,7 @@ class GalleryService:
         missing = [p for p in first.values() if p.vector is None]  # stored at the first look, deleted since
         if missing:
             failed: dict[int, IngestOutcome] = {}
-            self._embed(missing, modality, strict=strict, failed=failed)
+            self._embed(missing, modality, embedder=ctx.embedder, strict=strict, failed=failed)
             outcomes.update(failed)
             for p in group:
                 if (
@@ -377,7 +386,9 @@ class GalleryService:
             return item
 
     def delete(self, item_id: int) -> None:
-        """Delete an item from SQL and from its index, then save the index.
+        """Delete an item: its image in that modality, from SQL and from the indexes, for every model
+        version that embedded it (so that activating another version does not bring it back); the
+        changed loaded indexes are saved.
 
         Raises:
             NotFoundError: no item with this id.
@@ -391,16 +402,21 @@ class GalleryService:
                 item = ctx.repository.get(session=session, id=item_id)
                 if item is None:
                     raise NotFoundError(f"gallery item {item_id} not found")
-                modality, version, sha256 = item.modality, item.model_version, str(item.sha256)
+                modality, sha256 = parse_modality(item.modality), str(item.sha256)
+                rows = (
+                    ctx.registry.rows_for_keys(session=session, keys=[(sha256, modality)])
+                    if ctx.registry is not None
+                    else [(item_id, str(item.model_version))]
+                )
             # The crop goes with the last item that holds it (journalled: a crash cannot orphan it).
             with ctx.crop_transaction([sha256]), ctx.session() as session:
-                if not ctx.repository.delete(session=session, id=item_id):
+                if ctx.repository.delete_many(session=session, ids=[i for i, _ in rows]) == 0:
                     raise NotFoundError(f"gallery item {item_id} not found")
                 session.commit()
-            if version == ctx.model_version:
-                stored = parse_modality(modality)  # the schema allows only the two names
-                ctx.index(stored).remove(np.asarray([item_id], dtype=np.int64))
-                ctx.save(stored)
+            for row_id, version in rows:
+                index = ctx.store.loaded_index(version, modality)
+                if index is not None and index.remove(np.asarray([row_id], dtype=np.int64)):
+                    ctx.store.save(version, modality)
 
     def crop(self, item_id: int) -> tuple[bytes, str, str]:
         """The stored crop of an item: ``(bytes, media type, sha256)``.
@@ -432,29 +448,6 @@ def _failure(record: IngestRecord, exc: Exception) -> IngestOutcome:
 
 def _stats_rows(rows: Mapping[tuple[str, str], int]) -> list[tuple[str, str, int]]:
     return sorted((str(camera), str(modality), int(count)) for (camera, modality), count in rows.items())
-
-
-def _existing_ids(
-    session: Session, *, sha256s: Sequence[str], model_version: str, modality: str
-) -> dict[str, int]:
-    """Ids of the items already stored with these digests for (model version, modality).
-
-    ``GalleryRepository.find_existing_sha256`` gives only the digests; the route must return the stored
-    id of a duplicate, so this asks for the ids too (chunked ``IN`` like the repository).
-    """
-    from sqlalchemy import select
-
-    from vireid.index import GalleryItem
-
-    found: dict[str, int] = {}
-    for start in range(0, len(sha256s), _IN_CHUNK):
-        stmt = select(GalleryItem.sha256, GalleryItem.id).where(
-            GalleryItem.model_version == model_version,
-            GalleryItem.modality == modality,
-            GalleryItem.sha256.in_(sha256s[start : start + _IN_CHUNK]),
-        )
-        found.update((str(digest), int(item_id)) for digest, item_id in session.execute(stmt))
-    return found
 
 
 def _new_item(record: IngestRecord, sha256: str) -> NewItem:

@@ -7,16 +7,19 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from vireid.api._bounds import MAX_K, check_camera_filter, check_datetime
 from vireid.api.errors import InvalidInputError
-from vireid.api.services._context import ServiceContext
+from vireid.api.services._context import ServiceContext, model_version_of
 from vireid.api.services._images import decode, image_pixels
 from vireid.api.services._records import parse_modality
 from vireid.api.settings import Modality
+
+if TYPE_CHECKING:
+    from vireid.index import SharedIndex
 
 __all__ = ["MAX_K", "SearchMatch", "SearchResult", "SearchService", "other_modality"]
 
@@ -101,21 +104,30 @@ class SearchService:
         checked = _check_filters(cameras=cameras, since=since, until=until)
         max_pixels = self._ctx.settings.max_image_pixels
         pixels = image_pixels(data, max_pixels=max_pixels, source=source)
+        embedder = self._ctx.embedder  # one model for the whole request, even across a switch
+        version = model_version_of(embedder)
         with self._ctx.decode_budget.reserve(pixels):
             image = decode(data, max_pixels=max_pixels, source=source)
-            vector = np.ascontiguousarray(self._ctx.embedder.embed([image], query_modality), dtype=np.float32)
+            vector = np.ascontiguousarray(embedder.embed([image], query_modality), dtype=np.float32)
             del image
         self._ctx.refresh(wait=False)
         matches = self._query(
-            vector, k=k, target=target, cameras=checked[0], since=checked[1], until=checked[2]
+            vector,
+            index=self._ctx.index_of(embedder, target),
+            version=version,
+            k=k,
+            target=target,
+            cameras=checked[0],
+            since=checked[1],
+            until=checked[2],
         )
         took_ms = (time.perf_counter() - start) * 1000.0
         logger.debug(
             "search %s->%s k=%d: %d matches in %.1f ms", query_modality, target, k, len(matches), took_ms
         )
         return SearchResult(
-            method=self._ctx.method,
-            model_version=self._ctx.model_version,
+            method=str(embedder.manifest.method),
+            model_version=version,
             query_modality=query_modality,
             target_modality=target,
             matches=matches,
@@ -126,20 +138,21 @@ class SearchService:
         self,
         vector: np.ndarray,
         *,
+        index: SharedIndex,
+        version: str,
         k: int,
         target: Modality,
         cameras: list[str] | None,
         since: datetime | None,
         until: datetime | None,
     ) -> list[SearchMatch]:
-        index = self._ctx.index(target)
         repo = self._ctx.repository
         allowed: np.ndarray | None = None
         with self._ctx.session() as session:
             if cameras is not None or since is not None or until is not None:
                 allowed = repo.matching_ids(
                     session=session,
-                    model_version=self._ctx.model_version,
+                    model_version=version,
                     modality=target,
                     cameras=cameras,
                     since=since,

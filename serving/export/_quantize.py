@@ -6,7 +6,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -137,7 +137,7 @@ def quantize_model(
             if means[modality] < min_mean_cosine:
                 raise ExportError(f"int8 {modality} graph too inaccurate: mean cosine {means[modality]:.4f}")
         version = model_version_of([work / manifest.graphs[m] for m in manifest.modalities])
-        new = replace(manifest, precision="int8", model_version=version)
+        new = Manifest.from_dict({**manifest.to_dict(), "precision": "int8", "model_version": version})
         (work / MANIFEST_FILENAME).write_text(new.to_json(), encoding="utf-8")
         _publish(work, out, overwrite=overwrite)
     except BaseException:

@@ -19,10 +19,12 @@ from vireid.serving.runtime._embedder import (
     OnnxEmbedder,
     flip_average,
     l2_normalize,
+    onnx_providers,
     resolve_session_device,
     select_providers,
 )
-from vireid.serving.runtime._load import BACKENDS, load_embedder
+from vireid.serving.runtime._gpu_options import CUDNN_CONV_ALGO_SEARCH, GpuOptions, cuda_provider_options
+from vireid.serving.runtime._load import BACKENDS, load_embedder, tensorrt_options
 from vireid.serving.runtime._manifest import (
     FORMAT_VERSION,
     INTERPOLATIONS,
@@ -38,6 +40,7 @@ from vireid.serving.runtime._tensorrt import TensorRTEmbedder
 __all__ = [
     "ALLOWED_FORMATS",
     "BACKENDS",
+    "CUDNN_CONV_ALGO_SEARCH",
     "DEVICES",
     "FORMAT_VERSION",
     "INTERPOLATIONS",
@@ -47,6 +50,7 @@ __all__ = [
     "BackendUnavailableError",
     "BatchedEmbedder",
     "Embedder",
+    "GpuOptions",
     "ImageDecodeError",
     "ImageInput",
     "InputSpec",
@@ -54,14 +58,17 @@ __all__ = [
     "OnnxEmbedder",
     "TensorRTEmbedder",
     "UnsupportedImageType",
+    "cuda_provider_options",
     "decode_image",
     "flip_average",
     "l2_normalize",
     "load_embedder",
+    "onnx_providers",
     "preprocess",
     "preprocess_batch",
     "read_image_size",
     "resolve_session_device",
     "select_providers",
+    "tensorrt_options",
     "to_rgb_image",
 ]

@@ -11,6 +11,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from vireid.serving.runtime._gpu_options import GpuOptions, cuda_provider_options
 from vireid.serving.runtime._manifest import MODALITIES, Manifest
 from vireid.serving.runtime._preprocess import ImageInput, preprocess_batch
 
@@ -22,6 +23,7 @@ __all__ = [
     "OnnxEmbedder",
     "flip_average",
     "l2_normalize",
+    "onnx_providers",
     "resolve_session_device",
     "select_providers",
 ]
@@ -109,6 +111,32 @@ def select_providers(device: str, available: Sequence[str]) -> list[str]:
             f"(available: {list(available)}); install onnxruntime-gpu instead of onnxruntime"
         )
     return [CPU_PROVIDER]
+
+
+def onnx_providers(
+    device: str, available: Sequence[str], *, gpu: GpuOptions | None = None
+) -> list[str | tuple[str, dict[str, str]]]:
+    """The ``providers`` argument of ``onnxruntime.InferenceSession``: :func:`select_providers` with the
+    CUDA provider given its options (device id, cuDNN convolution search) from ``gpu``.
+
+    Args:
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        available: ``onnxruntime.get_available_providers()``.
+        gpu: CUDA provider options; None → ``GpuOptions()`` (device 0, ``EXHAUSTIVE``).
+
+    Returns:
+        e.g. ``[("CUDAExecutionProvider", {"device_id": "0", "cudnn_conv_algo_search": "EXHAUSTIVE"}),
+        "CPUExecutionProvider"]``, or ``["CPUExecutionProvider"]`` when CUDA is not used (then ``gpu``
+        has no effect).
+
+    Raises:
+        ValueError: unknown ``device``.
+        BackendUnavailableError: ``device="cuda"`` with an onnxruntime build lacking CUDA.
+    """
+    cuda = cuda_provider_options(gpu if gpu is not None else GpuOptions())
+    return [
+        (name, dict(cuda)) if name == CUDA_PROVIDER else name for name in select_providers(device, available)
+    ]
 
 
 def resolve_session_device(requested: str, session_providers: Sequence[str]) -> str:
@@ -246,6 +274,8 @@ class OnnxEmbedder(BatchedEmbedder):
         batch_size: Images per graph call (doubled inside when flip-averaging).
         intra_op_threads: ORT intra-op threads; None → ``$OMP_NUM_THREADS`` or ORT's default.
         inter_op_threads: ORT inter-op threads; None → ORT's default.
+        gpu: CUDA provider options (device id, cuDNN convolution search); used only when the
+            session gets the CUDA provider. None → ``GpuOptions()``.
 
     Raises:
         FileNotFoundError: missing manifest or graph file.
@@ -261,14 +291,16 @@ class OnnxEmbedder(BatchedEmbedder):
         batch_size: int = 32,
         intra_op_threads: int | None = None,
         inter_op_threads: int | None = None,
+        gpu: GpuOptions | None = None,
     ) -> None:
         super().__init__(Manifest.load(model_dir), batch_size=batch_size)
+        self.gpu = gpu if gpu is not None else GpuOptions()
         self.model_dir = Path(model_dir)
         try:
             import onnxruntime as ort
         except ImportError as exc:  # pragma: no cover - onnxruntime is a serve dependency
             raise BackendUnavailableError("the ONNX Runtime backend needs `pip install onnxruntime`") from exc
-        providers = select_providers(device, ort.get_available_providers())
+        providers = onnx_providers(device, ort.get_available_providers(), gpu=self.gpu)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         threads = intra_op_threads if intra_op_threads is not None else _default_threads()
@@ -284,7 +316,8 @@ class OnnxEmbedder(BatchedEmbedder):
             self._sessions[modality] = ort.InferenceSession(str(path), options, providers=providers)
         got = self._sessions[self.manifest.modalities[0]].get_providers()
         self.device = resolve_session_device(device, got)
-        if device == "auto" and CUDA_PROVIDER in providers and self.device == "cpu":
+        wanted_cuda = any(isinstance(p, tuple) and p[0] == CUDA_PROVIDER for p in providers)
+        if device == "auto" and wanted_cuda and self.device == "cpu":
             logger.warning("CUDAExecutionProvider is installed but the session fell back to CPU: %s", got)
         logger.info(
             "ONNX Runtime embedder: model %s (%s/%s, %s), device %s, providers %s",

@@ -1,15 +1,35 @@
-"""The export manifest (``manifest.json``) read by every embedder backend (architecture.md Contract 3)."""
+"""The export manifest (``manifest.json``) read by every embedder backend (architecture.md Contract 3).
+
+The two models here are pydantic v2 models: validation, the error messages (built by
+:func:`_describe_errors`) and the published JSON Schema (``docs/schemas/export-manifest.schema.json``,
+written by ``scripts/export_schemas.py``) all come from the same field declarations.
+"""
 
 from __future__ import annotations
 
 import json
-import re
 import types
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import FrozenInstanceError
 from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    ValidationError,
+    WithJsonSchema,
+    field_serializer,
+    field_validator,
+)
 
 __all__ = [
     "FORMAT_VERSION",
@@ -21,219 +41,278 @@ __all__ = [
     "Manifest",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION: Final = 1
 MANIFEST_FILENAME = "manifest.json"
 MODALITIES: tuple[str, ...] = ("visible", "infrared")
 INTERPOLATIONS: tuple[str, ...] = ("nearest", "bilinear", "bicubic")
 PRECISIONS: tuple[str, ...] = ("fp32", "int8")
 
-_INPUT_REQUIRED = ("height", "width", "channels", "layout", "dtype", "mean", "std", "interpolation")
-_TOP_REQUIRED = (
-    "format_version",
-    "method",
-    "variant",
-    "embedding_dim",
-    "input",
-    "flip_average",
-    "normalize_output",
-    "graphs",
-    "input_name",
-    "output_name",
-    "model_version",
-    "source_checkpoint",
-    "pretrained",
-    "randomly_initialised",
-    "created_at",
-    "vireid_version",
-    "opset",
-)
-_TOP_OPTIONAL = {"precision": "fp32"}
-_HEX = re.compile(r"^[0-9a-f]{8,64}$")
+#: Fields a manifest *file* must contain although the Python constructor gives them a default
+#: (``precision`` stays optional in files: older manifests lack it and mean fp32).
+_FILE_REQUIRED_TOP: tuple[str, ...] = ("format_version",)
+_FILE_REQUIRED_INPUT: tuple[str, ...] = ("channels", "layout", "dtype")
 
 
-def _check_keys(
-    data: Mapping[str, Any], required: tuple[str, ...], optional: tuple[str, ...], where: str
-) -> None:
-    missing = [k for k in required if k not in data]
-    unknown = sorted(set(data) - set(required) - set(optional))
-    if missing or unknown:
-        parts = []
-        if missing:
-            parts.append(f"missing field(s) {missing}")
-        if unknown:
-            parts.append(f"unknown field(s) {unknown}")
-        raise ValueError(f"invalid {where}: " + "; ".join(parts))
-
-
-def _int(value: Any, name: str, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"manifest field {name!r} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _bool(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"manifest field {name!r} must be true or false, got {value!r}")
-    return value
-
-
-def _str(value: Any, name: str, *, allow_none: bool = False) -> str | None:
-    if value is None and allow_none:
-        return None
-    if not isinstance(value, str) or not value:
-        kind = "a non-empty string or null" if allow_none else "a non-empty string"
-        raise ValueError(f"manifest field {name!r} must be {kind}, got {value!r}")
-    return value
-
-
-def _triple(value: Any, name: str, *, positive: bool) -> tuple[float, float, float]:
+def _numbers3(value: Any) -> tuple[float, float, float]:
+    """3 JSON numbers (not booleans, not strings) → a float triple."""
     ok = isinstance(value, (list, tuple)) and len(value) == 3
-    ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-    if not ok or (positive and min(value) <= 0):
-        rule = "3 positive numbers" if positive else "3 numbers"
-        raise ValueError(f"manifest field {name!r} must be {rule}, got {value!r}")
+    if not ok or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        raise ValueError("must be 3 numbers")
     return (float(value[0]), float(value[1]), float(value[2]))
 
 
-@dataclass(frozen=True)
-class InputSpec:
+def _positive3(value: tuple[float, float, float]) -> tuple[float, float, float]:
+    if min(value) <= 0:
+        raise ValueError("must be 3 positive numbers")
+    return value
+
+
+def _bare_file_name(name: str) -> str:
+    path = PurePosixPath(name)
+    if path.is_absolute() or len(path.parts) != 1 or name in {".", ".."} or "\\" in name:
+        raise ValueError("must be a bare file name in the model dir")
+    return name
+
+
+def _iso8601(value: str) -> str:
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError("must be an ISO 8601 date and time") from None
+    return value
+
+
+def _choice(choices: tuple[Any, ...]) -> AfterValidator:
+    """Limit a ``str``/``int`` field to ``choices``; typed plainly for callers (as before the models)."""
+
+    def check(value: Any) -> Any:
+        if value not in choices:
+            raise ValueError(
+                f"must be {choices[0]!r}" if len(choices) == 1 else f"must be one of {list(choices)}"
+            )
+        return value
+
+    return AfterValidator(check)
+
+
+def _enum(choices: tuple[Any, ...]) -> Any:
+    return Field(json_schema_extra={"const": choices[0]} if len(choices) == 1 else {"enum": list(choices)})
+
+
+_Triple = tuple[float, float, float]
+_Mean = Annotated[_Triple, BeforeValidator(_numbers3)]
+_Std = Annotated[
+    _Triple,
+    BeforeValidator(_numbers3),
+    AfterValidator(_positive3),
+    WithJsonSchema(
+        {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0}, "minItems": 3, "maxItems": 3}
+    ),
+]
+_Text = Annotated[StrictStr, StringConstraints(min_length=1)]
+_GraphFile = Annotated[
+    StrictStr,
+    StringConstraints(min_length=1),
+    AfterValidator(_bare_file_name),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "pattern": r"^[^/\\]+$",
+            "description": "A file name in the model directory (no path separators, not '.' or '..').",
+        }
+    ),
+]
+_ModelVersion = Annotated[StrictStr, StringConstraints(pattern=r"^[0-9a-f]{8,64}$")]
+_Timestamp = Annotated[StrictStr, AfterValidator(_iso8601)]
+_Interpolation = Annotated[StrictStr, _choice(INTERPOLATIONS), _enum(INTERPOLATIONS)]
+_Precision = Annotated[StrictStr, _choice(PRECISIONS), _enum(PRECISIONS)]
+_Channels = Annotated[StrictInt, _choice((3,)), _enum((3,))]
+_Layout = Annotated[StrictStr, _choice(("NCHW",)), _enum(("NCHW",))]
+_Dtype = Annotated[StrictStr, _choice(("float32",)), _enum(("float32",))]
+
+
+class _Frozen(BaseModel):
+    """Immutable, strict about unknown keys; assignment raises :class:`AttributeError` as a frozen
+    dataclass does (pydantic's own frozen check raises a ``ValidationError``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}: {type(self).__name__} is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}: {type(self).__name__} is immutable")
+
+
+def _schema_extra(description: str, *required: str) -> Any:
+    """``json_schema_extra`` hook: a plain description (not the class docstring) and the keys a
+    file must hold although the Python constructor defaults them."""
+
+    def extra(schema: dict[str, Any]) -> None:
+        schema["description"] = description
+        wanted = set(schema.get("required", [])) | set(required)
+        schema["required"] = [k for k in schema["properties"] if k in wanted]
+
+    return extra
+
+
+def _describe_errors(exc: ValidationError, *, where: str, missing: Sequence[str] = ()) -> str:
+    """One line naming every bad field of a validation error.
+
+    Missing and unknown keys are grouped (``missing field(s) ['opset']; unknown field(s) ['colour']``);
+    any other error reads ``field 'input.std': must be 3 positive numbers, got [0.2, 0.0, 0.2]``.
+
+    Args:
+        exc: the pydantic error.
+        where: what was validated (``"manifest"``), the start of the message.
+        missing: keys a file must hold although the constructor defaults them, found absent.
+    """
+    absent, unknown, other = list(missing), [], []
+    for error in exc.errors(include_url=False):
+        loc = ".".join(str(part) for part in error["loc"])
+        if error["type"] == "missing":
+            absent.append(loc)
+        elif error["type"] == "extra_forbidden":
+            unknown.append(loc)
+        else:
+            message = str(error["msg"]).removeprefix("Value error, ").removeprefix("Input ")
+            other.append(f"field {loc!r}: {message[:1].lower()}{message[1:]}, got {error['input']!r}")
+    parts = [f"missing field(s) {absent}"] if absent else []
+    if unknown:
+        parts.append(f"unknown field(s) {sorted(unknown)}")
+    return f"invalid {where}: " + "; ".join(parts + other)
+
+
+def _file_missing(data: Mapping[str, Any]) -> list[str]:
+    """Keys the file lacks that the constructor would default (see ``_FILE_REQUIRED_*``)."""
+    missing = [k for k in _FILE_REQUIRED_TOP if k not in data]
+    spec = data.get("input")
+    if isinstance(spec, Mapping):
+        missing += [f"input.{k}" for k in _FILE_REQUIRED_INPUT if k not in spec]
+    return missing
+
+
+class InputSpec(_Frozen):
     """Network input and preprocessing (Contract 2) of an exported model.
 
     Attributes:
         height: Input height in pixels.
         width: Input width in pixels.
-        mean: Per-channel RGB mean subtracted after scaling to [0, 1].
-        std: Per-channel RGB standard deviation, all > 0.
-        interpolation: Pillow resize filter, one of ``INTERPOLATIONS``.
         channels: Always 3 (RGB).
         layout: Always ``"NCHW"``.
         dtype: Always ``"float32"``.
+        mean: Per-channel RGB mean subtracted after scaling to [0, 1].
+        std: Per-channel RGB standard deviation, all > 0.
+        interpolation: Pillow resize filter, one of ``INTERPOLATIONS``.
     """
 
-    height: int
-    width: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    interpolation: str
-    channels: int = 3
-    layout: str = "NCHW"
-    dtype: str = "float32"
+    model_config = ConfigDict(
+        title="InputSpec",
+        json_schema_extra=_schema_extra(
+            "Network input and preprocessing of the graphs (architecture.md Contract 2).",
+            *_FILE_REQUIRED_INPUT,
+        ),
+    )
 
-    def __post_init__(self) -> None:
-        _int(self.height, "input.height", minimum=1)
-        _int(self.width, "input.width", minimum=1)
-        object.__setattr__(self, "mean", _triple(self.mean, "input.mean", positive=False))
-        object.__setattr__(self, "std", _triple(self.std, "input.std", positive=True))
-        if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(
-                f"manifest field 'input.interpolation' must be one of {INTERPOLATIONS}, "
-                f"got {self.interpolation!r}"
-            )
-        if self.channels != 3 or self.layout != "NCHW" or self.dtype != "float32":
-            raise ValueError(
-                "only 3-channel NCHW float32 inputs are supported, got "
-                f"channels={self.channels!r} layout={self.layout!r} dtype={self.dtype!r}"
-            )
+    height: Annotated[StrictInt, Field(ge=1, description="Input height in pixels.")]
+    width: Annotated[StrictInt, Field(ge=1, description="Input width in pixels.")]
+    channels: _Channels = Field(default=3, description="Always 3 (RGB).")
+    layout: _Layout = Field(default="NCHW", description="Always NCHW.")
+    dtype: _Dtype = Field(default="float32", description="Always float32.")
+    mean: _Mean = Field(description="Per-channel RGB mean subtracted after scaling to [0, 1].")
+    std: _Std = Field(description="Per-channel RGB standard deviation (divisor), all > 0.")
+    interpolation: _Interpolation = Field(description="Pillow resize filter.")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> InputSpec:
         """Build from the ``input`` object of a manifest; raises ``ValueError`` on any bad field."""
         if not isinstance(data, Mapping):
             raise ValueError(f"manifest field 'input' must be an object, got {type(data).__name__}")
-        _check_keys(data, _INPUT_REQUIRED, (), "manifest 'input'")
-        return cls(**{k: data[k] for k in _INPUT_REQUIRED})
+        missing = [k for k in _FILE_REQUIRED_INPUT if k not in data]
+        try:
+            spec = cls.model_validate(data)
+        except ValidationError as exc:
+            raise ValueError(_describe_errors(exc, where="manifest 'input'", missing=missing)) from None
+        if missing:
+            raise ValueError(f"invalid manifest 'input': missing field(s) {missing}")
+        return spec
 
     def to_dict(self) -> dict[str, Any]:
         """The ``input`` object of the manifest, in Contract 3 order."""
-        return {
-            "height": self.height,
-            "width": self.width,
-            "channels": self.channels,
-            "layout": self.layout,
-            "dtype": self.dtype,
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "interpolation": self.interpolation,
-        }
+        return self.model_dump(mode="json")
 
 
-def _check_graphs(graphs: Any) -> types.MappingProxyType[str, str]:
-    if not isinstance(graphs, Mapping) or not graphs:
-        raise ValueError(f"manifest field 'graphs' must be a non-empty object, got {graphs!r}")
-    unknown = sorted(set(graphs) - set(MODALITIES))
-    if unknown:
-        raise ValueError(f"manifest 'graphs' has unknown modality(ies) {unknown}; valid: {list(MODALITIES)}")
-    for modality, name in graphs.items():
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"manifest graphs[{modality!r}] must be a file name, got {name!r}")
-        path = PurePosixPath(name)
-        if path.is_absolute() or len(path.parts) != 1 or name in {".", ".."} or "\\" in name:
-            raise ValueError(
-                f"manifest graphs[{modality!r}] must be a bare file name in the model dir, got {name!r}"
-            )
-    ordered = {m: graphs[m] for m in MODALITIES if m in graphs}
-    return types.MappingProxyType(ordered)
-
-
-@dataclass(frozen=True)
-class Manifest:
+class Manifest(_Frozen):
     """Validated content of ``manifest.json`` (architecture.md Contract 3).
 
-    Construction validates every field and raises ``ValueError`` with a message naming the field.
-    ``graphs`` maps modality (``"visible"``/``"infrared"``) to an ONNX file name relative to the
-    model directory. ``precision`` is ``"fp32"`` or ``"int8"`` (absent in older manifests: fp32).
+    Construction validates every field and raises ``ValueError`` (a pydantic ``ValidationError``)
+    naming the field; :meth:`from_dict`, :meth:`from_json` and :meth:`load` raise a plain
+    ``ValueError`` with one readable line. ``graphs`` maps modality (``"visible"``/``"infrared"``)
+    to an ONNX file name relative to the model directory (a read-only mapping, in ``MODALITIES``
+    order). ``precision`` is ``"fp32"`` or ``"int8"`` (absent in older manifests: fp32).
     """
 
-    method: str
-    variant: str
-    embedding_dim: int
-    input: InputSpec
-    flip_average: bool
-    normalize_output: bool
-    graphs: Mapping[str, str]
-    input_name: str
-    output_name: str
-    model_version: str
-    source_checkpoint: str | None
-    pretrained: str | None
-    randomly_initialised: bool
-    created_at: str
-    vireid_version: str
-    opset: int
-    precision: str = "fp32"
-    format_version: int = field(default=FORMAT_VERSION)
+    model_config = ConfigDict(
+        title="vireid export manifest",
+        json_schema_extra=_schema_extra(
+            "manifest.json written by `vireid export` beside the ONNX graphs (architecture.md Contract 3). "
+            "Unknown keys are refused.",
+            *_FILE_REQUIRED_TOP,
+        ),
+    )
 
-    def __post_init__(self) -> None:
-        if self.format_version != FORMAT_VERSION or isinstance(self.format_version, bool):
-            raise ValueError(
-                f"unsupported manifest format_version {self.format_version!r}; expected {FORMAT_VERSION}"
-            )
-        for name in ("method", "variant", "input_name", "output_name", "vireid_version"):
-            _str(getattr(self, name), name)
-        for name in ("source_checkpoint", "pretrained"):
-            _str(getattr(self, name), name, allow_none=True)
-        _int(self.embedding_dim, "embedding_dim", minimum=1)
-        _int(self.opset, "opset", minimum=7)
-        for name in ("flip_average", "normalize_output", "randomly_initialised"):
-            _bool(getattr(self, name), name)
-        if not isinstance(self.input, InputSpec):
-            raise ValueError(f"manifest field 'input' must be an InputSpec, got {type(self.input).__name__}")
-        if not isinstance(self.model_version, str) or not _HEX.match(self.model_version):
-            raise ValueError(
-                "manifest field 'model_version' must be 8-64 lowercase hex digits, "
-                f"got {self.model_version!r}"
-            )
-        try:
-            datetime.fromisoformat(str(self.created_at))
-        except ValueError as exc:
-            raise ValueError(
-                f"manifest field 'created_at' must be ISO 8601, got {self.created_at!r}"
-            ) from exc
-        if self.precision not in PRECISIONS:
-            raise ValueError(
-                f"manifest field 'precision' must be one of {PRECISIONS}, got {self.precision!r}"
-            )
-        object.__setattr__(self, "graphs", _check_graphs(self.graphs))
+    format_version: Literal[1] = Field(
+        default=FORMAT_VERSION,
+        description="Layout version of this file; vireid reads version 1 only.",
+    )
+    method: _Text = Field(description="Training method, e.g. salcr or sdcl.")
+    variant: _Text = Field(description="Model variant, e.g. full, tiny or mobile.")
+    embedding_dim: Annotated[StrictInt, Field(ge=1)] = Field(description="Embedding width D.")
+    input: InputSpec = Field(description="Network input and preprocessing (Contract 2).")
+    flip_average: StrictBool = Field(description="Average the embeddings of the image and its mirror.")
+    normalize_output: StrictBool = Field(description="L2-normalise the output rows.")
+    graphs: Annotated[
+        Mapping[str, _GraphFile],
+        Field(
+            min_length=1,
+            description="ONNX graph file per modality, relative to the model directory.",
+            json_schema_extra={"propertyNames": {"enum": list(MODALITIES)}},
+        ),
+    ]
+    input_name: _Text = Field(description="Name of the graphs' input tensor.")
+    output_name: _Text = Field(description="Name of the graphs' output tensor.")
+    model_version: _ModelVersion = Field(
+        description="Hex digest identifying the graphs (first 16 hex of their sha256 when exported)."
+    )
+    source_checkpoint: _Text | None = Field(description="Checkpoint the model was exported from, or null.")
+    pretrained: _Text | None = Field(description="Pretrained weights the model started from, or null.")
+    randomly_initialised: StrictBool = Field(description="True when no trained weights were loaded.")
+    precision: _Precision = Field(
+        default="fp32", description="Graph precision; absent in older manifests, meaning fp32."
+    )
+    created_at: _Timestamp = Field(description="ISO 8601 time of the export.")
+    vireid_version: _Text = Field(description="vireid version that wrote the export.")
+    opset: Annotated[StrictInt, Field(ge=7)] = Field(description="ONNX opset of the graphs.")
+
+    @field_validator("format_version", mode="before")
+    @classmethod
+    def _known_format(cls, value: Any) -> Any:
+        if isinstance(value, bool) or value != FORMAT_VERSION:
+            raise ValueError(f"unsupported version; this vireid reads format_version {FORMAT_VERSION}")
+        return value
+
+    @field_validator("graphs")
+    @classmethod
+    def _known_modalities(cls, graphs: Mapping[str, str]) -> Mapping[str, str]:
+        unknown = sorted(set(graphs) - set(MODALITIES))
+        if unknown:
+            raise ValueError(f"unknown modality(ies) {unknown}; valid: {list(MODALITIES)}")
+        return types.MappingProxyType({m: graphs[m] for m in MODALITIES if m in graphs})
+
+    @field_serializer("graphs")
+    def _graphs_as_dict(self, graphs: Mapping[str, str]) -> dict[str, str]:
+        return dict(graphs)
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -248,36 +327,27 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Manifest:
-        """Build from a decoded JSON object; raises ``ValueError`` for missing, unknown or bad fields."""
+        """Build from a decoded JSON object; raises ``ValueError`` for missing, unknown or bad fields.
+
+        Every problem is reported in one message (``invalid manifest: missing field(s) [...];
+        field 'input.std' must be 3 positive numbers, got [...]``).
+        """
         if not isinstance(data, Mapping):
             raise ValueError(f"manifest must be a JSON object, got {type(data).__name__}")
-        _check_keys(data, _TOP_REQUIRED, tuple(_TOP_OPTIONAL), "manifest")
-        kwargs = {k: data[k] for k in _TOP_REQUIRED if k != "input"}
-        kwargs.update({k: data.get(k, default) for k, default in _TOP_OPTIONAL.items()})
-        return cls(input=InputSpec.from_dict(data["input"]), **kwargs)
+        if "input" in data and not isinstance(data["input"], Mapping):
+            raise ValueError(f"manifest field 'input' must be an object, got {type(data['input']).__name__}")
+        missing = _file_missing(data)
+        try:
+            manifest = cls.model_validate(data)
+        except ValidationError as exc:
+            raise ValueError(_describe_errors(exc, where="manifest", missing=missing)) from None
+        if missing:
+            raise ValueError(f"invalid manifest: missing field(s) {missing}")
+        return manifest
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict in Contract 3 field order."""
-        return {
-            "format_version": self.format_version,
-            "method": self.method,
-            "variant": self.variant,
-            "embedding_dim": self.embedding_dim,
-            "input": self.input.to_dict(),
-            "flip_average": self.flip_average,
-            "normalize_output": self.normalize_output,
-            "graphs": dict(self.graphs),
-            "input_name": self.input_name,
-            "output_name": self.output_name,
-            "model_version": self.model_version,
-            "source_checkpoint": self.source_checkpoint,
-            "pretrained": self.pretrained,
-            "randomly_initialised": self.randomly_initialised,
-            "precision": self.precision,
-            "created_at": self.created_at,
-            "vireid_version": self.vireid_version,
-            "opset": self.opset,
-        }
+        return self.model_dump(mode="json")
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Manifest:
@@ -294,7 +364,8 @@ class Manifest:
 
     @classmethod
     def load(cls, model_dir: str | Path) -> Manifest:
-        """Read ``<model_dir>/manifest.json``; raises ``FileNotFoundError`` naming the path when absent."""
+        """Read ``<model_dir>/manifest.json``; raises ``FileNotFoundError`` naming the path when absent
+        and ``ValueError`` starting with the path when the file is not a valid manifest."""
         path = Path(model_dir) / MANIFEST_FILENAME
         if not path.is_file():
             raise FileNotFoundError(
@@ -304,3 +375,9 @@ class Manifest:
             return cls.from_json(path.read_text(encoding="utf-8"))
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from exc
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        """JSON Schema (draft 2020-12) of a manifest file, as published in ``docs/schemas``."""
+        schema = cls.model_json_schema()
+        return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}

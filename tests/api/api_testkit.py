@@ -26,6 +26,7 @@ class FakeManifest:
     method: str = "fake"
     model_version: str = "fake0001"
     embedding_dim: int = DIM
+    variant: str = "fake"
 
 
 class FakeEmbedder:

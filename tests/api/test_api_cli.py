@@ -255,3 +255,73 @@ def test_cli_logs_no_third_party_noise(tmp_path: Path) -> None:
     assert "ingest: 100%" in done.stderr  # the progress bar
     for noise in ("alembic.runtime.plugins", "setup plugin", "faiss.loader", "swigfaiss", "AVX"):
         assert noise not in done.stderr, done.stderr
+
+
+def test_reindex_registers_and_embeds_the_stored_crops(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from api_testkit import FakeManifest
+
+    def load(model_dir: Path, **kwargs: Any) -> FakeEmbedder:
+        manifest = Path(model_dir) / "manifest.json"
+        version = json.loads(manifest.read_text())["model_version"] if manifest.is_file() else "fake0001"
+        return FakeEmbedder(FakeManifest(model_version=version))
+
+    monkeypatch.setattr("vireid.serving.runtime.load_embedder", load)
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    for n in range(5):
+        (crops / f"{n}.jpg").write_bytes(image_bytes(n))
+    data = tmp_path / "data"
+    common = ("--data-dir", str(data), "--no-progress")
+    assert _run(capsys, "ingest", str(crops), "--camera", "c", "--modality", "visible", *common)[0] == 0
+    new_model = tmp_path / "new-model"
+    new_model.mkdir()
+    (new_model / "manifest.json").write_text(
+        json.dumps({"model_version": "fake0002", "method": "fake", "variant": "tiny", "embedding_dim": 48})
+    )
+    code, report = _json(capsys, "reindex", "--model", str(new_model), *common)
+    assert code == 0 and report == {
+        "version": "fake0002",
+        "added": 5,
+        "no_crop": 0,
+        "failed": 0,
+        "failures": [],
+        "complete": True,
+    }
+    assert (data / "models" / "fake0002" / "manifest.json").is_file()
+    code, out = _run(capsys, "reindex", "--model", str(new_model), *common)
+    assert code == 0 and out.startswith("model fake0002: added 0") and "POST /models/fake0002/activate" in out
+    code, _ = _run(capsys, "reindex", "--model", str(tmp_path / "missing"), *common)
+    assert code == 2
+
+
+def test_gpu_options_reach_the_embedder_loader(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    fake_model: list[dict[str, Any]],
+) -> None:
+    """Settings (environment or command-line flags) → open_context → load_embedder(gpu=GpuOptions(...))."""
+    from vireid.serving.runtime import GpuOptions
+
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    (crops / "0.jpg").write_bytes(image_bytes(0))
+    data = tmp_path / "data"
+    common = ("--data-dir", str(data), "--no-progress", "--camera", "gate", "--modality", "visible")
+    flags = ("--cuda-device-id", "2", "--cudnn-conv-algo-search", "heuristic", "--trt-fp16", "true")
+    code, _ = _json(capsys, "ingest", str(crops), *common, *flags, "--trt-workspace-gib", "2")
+    assert code == 0
+    assert fake_model[0]["gpu"] == GpuOptions(
+        device_id=2,
+        cudnn_conv_algo_search="HEURISTIC",
+        trt_fp16=True,
+        trt_cache_dir=data / "trt-cache",
+        trt_workspace_gib=2.0,
+    )
+    code, _ = _json(capsys, "ingest", str(crops), *common, "--trt-engine-cache-dir", str(tmp_path / "e"))
+    assert fake_model[1]["gpu"] == GpuOptions(trt_cache_dir=tmp_path / "e")
+    with caplog.at_level(logging.ERROR, logger="vireid"):
+        assert main(["ingest", str(crops), *common, "--cudnn-conv-algo-search", "fastest"]) == 2
+    assert "cudnn_conv_algo_search" in caplog.text and "'EXHAUSTIVE', 'HEURISTIC' or 'DEFAULT'" in caplog.text

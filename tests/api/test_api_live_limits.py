@@ -115,13 +115,18 @@ def test_slow_body_without_a_configured_key_is_408(
 
 
 def test_search_needs_no_key_and_the_key_routes_are_the_write_routes() -> None:
-    from vireid.api.routes import gallery_router, health_router, search_router
+    from vireid.api.routes import gallery_router, health_router, models_router, search_router
 
     protected = {
         (method, route.path)  # type: ignore[attr-defined]
-        for router in (health_router, search_router, gallery_router)
+        for router in (health_router, search_router, gallery_router, models_router)
         for route in router.routes
         if needs_api_key(route)
         for method in route.methods  # type: ignore[attr-defined]
     }
-    assert protected == {("POST", "/gallery"), ("DELETE", "/gallery/{item_id}")}
+    assert protected == {
+        ("POST", "/gallery"),
+        ("DELETE", "/gallery/{item_id}"),
+        ("POST", "/models/{version}/activate"),
+        ("DELETE", "/models/{version}"),
+    }

@@ -57,3 +57,47 @@ def test_blank_variables_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_invalid_values(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         Settings(**kwargs)  # type: ignore[arg-type]
+
+
+def test_gpu_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    defaults = Settings(data_dir=tmp_path)
+    assert (defaults.cuda_device_id, defaults.cudnn_conv_algo_search, defaults.trt_fp16) == (
+        0,
+        "EXHAUSTIVE",
+        False,
+    )
+    assert defaults.trt_workspace_gib == 4.0
+    assert defaults.resolved_trt_engine_cache_dir == tmp_path / "trt-cache"  # data dir: writable
+    monkeypatch.setenv("VIREID_BACKEND", "tensorrt")
+    monkeypatch.setenv("VIREID_TRT_FP16", "true")
+    monkeypatch.setenv("VIREID_TRT_ENGINE_CACHE_DIR", str(tmp_path / "engines"))
+    monkeypatch.setenv("VIREID_TRT_WORKSPACE_GIB", "1.5")
+    monkeypatch.setenv("VIREID_CUDA_DEVICE_ID", "1")
+    monkeypatch.setenv("VIREID_CUDNN_CONV_ALGO_SEARCH", " heuristic ")
+    s = Settings()
+    assert (s.backend, s.trt_fp16, s.trt_workspace_gib, s.cuda_device_id) == ("tensorrt", True, 1.5, 1)
+    assert s.cudnn_conv_algo_search == "HEURISTIC"
+    assert s.resolved_trt_engine_cache_dir == tmp_path / "engines"
+    monkeypatch.setenv("VIREID_TRT_ENGINE_CACHE_DIR", "")
+    assert Settings().trt_engine_cache_dir is None  # blank: the default
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"cuda_device_id": -1}, "cuda_device_id"),
+        ({"cudnn_conv_algo_search": "fastest"}, "'EXHAUSTIVE', 'HEURISTIC' or 'DEFAULT'"),
+        ({"trt_fp16": "maybe"}, "trt_fp16"),
+        ({"trt_workspace_gib": 0}, "trt_workspace_gib"),
+        ({"backend": "tensorrt", "device": "cpu"}, "backend=tensorrt runs on a GPU only"),
+    ],
+)
+def test_invalid_gpu_settings_name_the_setting(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        Settings(**kwargs)  # type: ignore[arg-type]
+
+
+def test_gpu_settings_are_accepted_on_a_cpu_host() -> None:
+    """They validate everywhere; only the backend that uses them acts on them (docs/api.md)."""
+    s = Settings(device="cpu", cuda_device_id=3, cudnn_conv_algo_search="DEFAULT", trt_fp16=True)
+    assert s.device == "cpu" and s.trt_fp16

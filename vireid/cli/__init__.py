@@ -14,10 +14,10 @@ import logging
 import sys
 from collections.abc import Iterator, Sequence
 
-from vireid.cli import _evaluate, _export, _ingest, _search, _serve, _synth, _train
+from vireid.cli import _evaluate, _export, _ingest, _reindex, _search, _serve, _synth, _train
 from vireid.cli._version import __version__
 
-_SUBCOMMANDS = (_train, _evaluate, _export, _ingest, _search, _serve, _synth)
+_SUBCOMMANDS = (_train, _evaluate, _export, _ingest, _reindex, _search, _serve, _synth)
 
 __all__ = ["build_parser", "main"]
 

@@ -29,6 +29,26 @@ _SETTINGS_OPTIONS: tuple[tuple[str, str, type, str], ...] = (
     ("--backend", "backend", str, "embedder backend: auto, onnxruntime, tensorrt (VIREID_BACKEND)"),
     ("--device", "device", str, "embedder device: auto, cpu, cuda (VIREID_DEVICE)"),
     ("--batch-size", "batch_size", int, "images per embedding / commit batch (VIREID_BATCH_SIZE)"),
+    ("--cuda-device-id", "cuda_device_id", int, "CUDA device ordinal (VIREID_CUDA_DEVICE_ID, default 0)"),
+    (
+        "--cudnn-conv-algo-search",
+        "cudnn_conv_algo_search",
+        str,
+        "ONNX Runtime CUDA: EXHAUSTIVE, HEURISTIC, DEFAULT (VIREID_CUDNN_CONV_ALGO_SEARCH)",
+    ),
+    ("--trt-fp16", "trt_fp16", str, "TensorRT FP16 engines: true or false (VIREID_TRT_FP16)"),
+    (
+        "--trt-engine-cache-dir",
+        "trt_engine_cache_dir",
+        Path,
+        "TensorRT engine cache (VIREID_TRT_ENGINE_CACHE_DIR, default <data-dir>/trt-cache)",
+    ),
+    (
+        "--trt-workspace-gib",
+        "trt_workspace_gib",
+        float,
+        "TensorRT builder workspace (VIREID_TRT_WORKSPACE_GIB)",
+    ),
 )
 
 

@@ -275,6 +275,21 @@ def test_a_dispatcher_that_dies_fails_its_batch_and_refuses_later_calls() -> Non
     batcher.close()
 
 
+def test_an_idle_dispatcher_ends_and_the_next_call_starts_another(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vireid.api.services import _batching
+
+    monkeypatch.setattr(_batching, "IDLE_EXIT_S", 0.05)
+    batcher = BatchingEmbedder(FakeEmbedder(), max_batch_size=4, max_queue_delay_s=0.001)
+    batcher.embed(_images(1, 1), "visible")
+    first = batcher._worker
+    assert first is not None
+    first.join(5)
+    assert not first.is_alive() and batcher._worker is None
+    assert batcher.embed(_images(2, 1), "visible").shape == (1, 48)
+    assert batcher._worker is not None and batcher._worker is not first
+    batcher.close()
+
+
 def test_zero_delay_passes_calls_through_in_the_callers_thread() -> None:
     metrics = Recorder()
     inner = FakeEmbedder()
@@ -309,6 +324,20 @@ def test_open_context_wraps_the_embedder_and_close_stops_the_batcher(tmp_path: P
     assert isinstance(off.embedder, BatchingEmbedder)
     assert not off.embedder.enabled
     off.close()
+
+
+def test_a_model_switch_wraps_the_new_embedder_and_leaves_the_old_one_working(tmp_path: Path) -> None:
+    from api_testkit import FakeManifest
+
+    context = open_context(Settings(data_dir=tmp_path / "data", embed_batching=True), embedder=FakeEmbedder())
+    old = context.embedder
+    second = FakeEmbedder(FakeManifest(model_version="fake0002"))
+    context.register(second)
+    context.activate(second)
+    assert isinstance(context.embedder, BatchingEmbedder) and context.embedder is not old
+    assert context.model_version == "fake0002"
+    assert old.embed(_images(1, 1), "visible").shape == (1, 48)  # a request still holding it finishes
+    context.close()
 
 
 @pytest.mark.parametrize(

@@ -156,17 +156,18 @@ def test_cuda_build_without_gpu_falls_back_to_cpu(
     ort = pytest.importorskip("onnxruntime")
     out, _ = tiny_export
     monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
-    created: list[list[str]] = []
+    created: list[list[Any]] = []
     real_session = ort.InferenceSession
 
-    def session(path: str, options: Any, providers: list[str]) -> Any:
+    def session(path: str, options: Any, providers: list[Any]) -> Any:
         created.append(list(providers))
         return real_session(path, options, providers=[CPU])  # what ORT does when CUDA cannot start
 
     monkeypatch.setattr(ort, "InferenceSession", session)
     with caplog.at_level(logging.WARNING):
         embedder = OnnxEmbedder(out, device="auto", intra_op_threads=1)
-    assert created == [[CUDA, CPU], [CUDA, CPU]]
+    cuda = (CUDA, {"device_id": "0", "cudnn_conv_algo_search": "EXHAUSTIVE"})  # GpuOptions() defaults
+    assert created == [[cuda, CPU], [cuda, CPU]]
     assert embedder.device == "cpu" and embedder.providers == [CPU]
     assert "fell back to CPU" in caplog.text
     with pytest.raises(BackendUnavailableError, match="fell back"):
