@@ -101,3 +101,18 @@ def test_gpu_settings_are_accepted_on_a_cpu_host() -> None:
     """They validate everywhere; only the backend that uses them acts on them (docs/api.md)."""
     s = Settings(device="cpu", cuda_device_id=3, cudnn_conv_algo_search="DEFAULT", trt_fp16=True)
     assert s.device == "cpu" and s.trt_fp16
+
+
+def test_embed_batching_options_of_the_commands() -> None:
+    import argparse
+
+    from vireid.cli._serve import add_settings_arguments, settings_from_args
+
+    parser = argparse.ArgumentParser()
+    add_settings_arguments(parser)
+    args = parser.parse_args(
+        ["--embed-batching", "true", "--embed-max-batch-size", "8", "--embed-max-queue-delay-ms", "0.5"]
+    )
+    s = settings_from_args(args)
+    assert (s.embed_batching, s.embed_max_batch_size, s.embed_max_queue_delay_ms) == (True, 8, 0.5)
+    assert settings_from_args(parser.parse_args(["--embed-batching", "auto"])).embed_batching == "auto"

@@ -29,6 +29,24 @@ _SETTINGS_OPTIONS: tuple[tuple[str, str, type, str], ...] = (
     ("--backend", "backend", str, "embedder backend: auto, onnxruntime, tensorrt (VIREID_BACKEND)"),
     ("--device", "device", str, "embedder device: auto, cpu, cuda (VIREID_DEVICE)"),
     ("--batch-size", "batch_size", int, "images per embedding / commit batch (VIREID_BATCH_SIZE)"),
+    (
+        "--embed-batching",
+        "embed_batching",
+        str,
+        "share embed calls of concurrent requests: auto (on a GPU), true, false (VIREID_EMBED_BATCHING)",
+    ),
+    (
+        "--embed-max-batch-size",
+        "embed_max_batch_size",
+        int,
+        "most images in one shared embed call (VIREID_EMBED_MAX_BATCH_SIZE, default 32)",
+    ),
+    (
+        "--embed-max-queue-delay-ms",
+        "embed_max_queue_delay_ms",
+        float,
+        "most ms a request waits for others to share its call (VIREID_EMBED_MAX_QUEUE_DELAY_MS, default 2)",
+    ),
     ("--cuda-device-id", "cuda_device_id", int, "CUDA device ordinal (VIREID_CUDA_DEVICE_ID, default 0)"),
     (
         "--cudnn-conv-algo-search",
