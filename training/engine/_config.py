@@ -151,16 +151,33 @@ class ClusterConfig:
         return self.eps_infrared if modality == "infrared" and self.eps_infrared is not None else self.eps
 
 
+MEMORY_UPDATE_ORDERS = ("official", "pre_update")
+
+
 @dataclass(frozen=True)
 class MemoryConfig:
-    """Cluster-memory parameters (methods.md §0.4): ``c ← norm(m·c + (1−m)·x)``, logits / τ."""
+    """Cluster-memory parameters (methods.md §0.4): ``c ← norm(m·c + (1−m)·x)``, logits / τ.
+
+    ``update_order``: ``official`` (default, every preset) reproduces the official training step, where a
+    memory used by several loss terms is updated inside autograd's backward, last-built term first, and
+    each earlier term's gradient sees the memory the later terms already updated; SDCL's instance memories
+    are updated before the backward and its neighbour-loss gradients read the updated banks.
+    ``pre_update``: every gradient on the step-start memories, all updates after the backward in the order
+    the terms are built (vireid's earlier order). docs/salcr.md and docs/sdcl.md "Memory update order";
+    ``vireid.training.memory``.
+    """
 
     momentum: float = 0.1
     temperature: float = 0.05
+    update_order: str = "official"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.momentum < 1.0 or self.temperature <= 0.0:
             raise ValueError("memory.momentum must be in [0, 1) and memory.temperature > 0")
+        if self.update_order not in MEMORY_UPDATE_ORDERS:
+            raise ValueError(
+                f"memory.update_order must be one of {list(MEMORY_UPDATE_ORDERS)}, got {self.update_order!r}"
+            )
 
 
 @dataclass(frozen=True)
