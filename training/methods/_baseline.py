@@ -44,6 +44,7 @@ from vireid.training.methods._base import (
     RefreshContext,
     TrainForward,
     all_gather_cat,
+    broadcast_from_main,
     build_train_set,
     shard_batch,
     share_stem_init,
@@ -119,7 +120,10 @@ class BaselineMethod:
             share_stem_init(self.model)
 
     def refresh(self, ctx: RefreshContext) -> PseudoLabels:
-        """Cluster each modality and rebuild its cluster memory (methods.md §0.3, §A.3)."""
+        """Cluster each modality and rebuild its cluster memory (methods.md §0.3, §A.3).
+
+        Under DDP rank 0's labels and memories are kept on every rank (:func:`broadcast_from_main`).
+        """
         from vireid.training.pseudo_labels import dbscan_pseudo_labels, jaccard_distance
 
         cl, momentum = self.cfg.cluster, ctx.momentum(self.cfg.memory.momentum)
@@ -134,7 +138,9 @@ class BaselineMethod:
             if labels[modality].max(initial=-1) < 0:
                 continue  # no cluster: the collapse guard (or epoch_batches) reports it
             self.memories[modality] = self._centroid_memory(feats, labels[modality], momentum, ctx.device)
-        self.labels = PseudoLabels(labels)
+        self.labels, self.memories = broadcast_from_main(
+            (PseudoLabels(labels), self.memories), ctx.dist, ctx.device
+        )
         return self.labels
 
     def _centroid_memory(

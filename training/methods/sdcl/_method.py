@@ -48,6 +48,7 @@ from vireid.training.methods._base import (
     RefreshContext,
     TrainForward,
     all_gather_cat,
+    broadcast_from_main,
     build_train_set,
 )
 from vireid.training.methods.sdcl._cnl import CNLSchedule, joint_neighbor_mask, neighbor_loss
@@ -151,6 +152,7 @@ class SDCLMethod:
             return
         feats = self._features(ctx)
         self._consider(ctx, feats, self._cluster(ctx, feats, modality="infrared", k1=self.cfg.cluster.k1))
+        self.best = broadcast_from_main(self.best, ctx.dist, torch.device("cpu"))  # rank 0's choice
         assert self.best is not None
         logger.info(
             "stage %s starts from the weights at the end of epoch %d (CRA agreement %.4f, best_unsupervised)",
@@ -162,7 +164,11 @@ class SDCLMethod:
         self._cached = None
 
     def refresh(self, ctx: RefreshContext) -> PseudoLabels:
-        """Features → pseudo labels → instance and cluster memories (+ CRA in ``cross`` stages), §B.3."""
+        """Features → pseudo labels → instance and cluster memories (+ CRA in ``cross`` stages), §B.3.
+
+        Under DDP rank 0's labels, CRA result, memories and best-so-far snapshot are kept on every rank
+        (``broadcast_from_main``).
+        """
         self._epoch, self._stage = ctx.epoch, self.stage_options[ctx.stage_index]
         feats = self._features(ctx)
         self._cached = None
@@ -185,7 +191,18 @@ class SDCLMethod:
                 cross["visible"] = self._build_cross(ctx, feats, labels, extras)
             if self._stage.kind == "intra" or cross["visible"].max(initial=-1) < 0:
                 self._build_intra(ctx, feats, labels)
-        self.labels = PseudoLabels(labels, cross, extras)
+        synced = broadcast_from_main(
+            (
+                PseudoLabels(labels, cross, extras),
+                self.cluster_memories,
+                self.instance_memories,
+                self.train_labels,
+            ),
+            ctx.dist,
+            ctx.device,
+        )
+        self.labels, self.cluster_memories, self.instance_memories, self.train_labels = synced
+        self.best = broadcast_from_main(self.best, ctx.dist, torch.device("cpu"))
         return self.labels
 
     def epoch_batches(self, ctx: RefreshContext) -> Iterator[dict[str, Tensor]]:
