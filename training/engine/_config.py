@@ -299,7 +299,9 @@ class TrainConfig:
 
     ``method`` names an entry of ``vireid.training.methods.METHODS``; ``method_options`` is validated
     by that method into its own dataclass. ``stages`` run in order by one Trainer (house-style §16).
-    ``precision`` ``bf16`` enables bf16 autocast on CUDA only (fp32 elsewhere).
+    ``precision``: ``fp32``, or ``bf16`` for bf16 autocast of the training step and SDCL's per-epoch
+    extraction, on CUDA and on CPU (other devices are refused when the run starts;
+    ``vireid.training._precision``). Evaluation and export always run fp32.
     """
 
     method: str = "baseline"

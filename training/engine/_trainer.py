@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from vireid.training._precision import autocast
 from vireid.training.engine._checkpoint import (
     FORMAT_VERSION,
     capture_rng_state,
@@ -315,9 +316,8 @@ class Trainer:
         )
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.cfg.precision == "bf16" and self.device.type == "cuda":
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        """bf16 autocast on CUDA and CPU for ``precision: bf16`` (``vireid.training._precision``)."""
+        return autocast(self.cfg.precision, self.device)
 
     def _train_step(self, batch: Any) -> None:
         self._emit("before_step")

@@ -111,6 +111,8 @@ class SALCRMethod:
             raise ValueError("SALCR needs the two-stream ResNet with a part head (model.arch: salcr)")
         if self.options.bool_flags == "parity" and not (self.options.fgsal and self.options.gpcr):
             logger.warning("bool_flags=parity: FGSAL and GPCR stay on, as argparse type=bool parses 'False'")
+        if self.options.grad_checkpointing:
+            model.set_grad_checkpointing(True)  # type: ignore[operator]
         self.phases = tuple(_stage_phase(stage.options, i) for i, stage in enumerate(cfg.stages))
         intra = {
             "clusters_per_batch": self.options.clusters_per_batch,
