@@ -11,6 +11,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,12 @@ from vireid.training.engine._checkpoint import atomic_torch_save
 from vireid.training.engine._config import CollapseConfig, LoggingConfig, OptimConfig
 from vireid.training.engine._dist import barrier
 from vireid.training.engine._trainer import Callback, NonFiniteLossError, RestartEpoch, Trainer
+from vireid.training.methods._base import PseudoLabels
 
 __all__ = [
     "Checkpoint",
     "CollapseGuard",
+    "CollapseObservation",
     "EvaluateFn",
     "Evaluation",
     "LRSchedule",
@@ -68,6 +71,23 @@ class LRSchedule(Callback):
             group["lr"] = group["initial_lr"] * factor
 
 
+@dataclass(frozen=True)
+class CollapseObservation:
+    """What :class:`CollapseGuard` saw at an epoch start.
+
+    Attributes:
+        summary: per modality the cluster count (previous → current, relative change) and outlier share.
+        watched: whether the cluster-drop rule applies to this epoch (``collapse.watch_epochs``).
+        reason: the first rule that fired, with the observed value and the limit; None when healthy.
+        fatal: the rule that fired cannot be waived after ``max_retries`` (too few clusters, outliers).
+    """
+
+    summary: str
+    watched: bool
+    reason: str | None
+    fatal: bool
+
+
 class CollapseGuard(Callback):
     """Detects the known first-epoch collapse and re-runs the epoch that caused it (methods.md §B.3).
 
@@ -80,6 +100,11 @@ class CollapseGuard(Callback):
     ``momenta[i]`` on attempt i (then also LR × ``lr_factor``). Epoch-0 labels that already fail
     (nothing to roll back) raise ``RuntimeError`` advising on ``cluster.eps``. After ``max_retries``
     a cluster drop is accepted with a warning; a non-finite loss or < ``min_clusters`` raises.
+
+    Every watched epoch logs what the rules saw (:meth:`observe`: cluster counts before → after, the drop,
+    outlier shares), and a fired rule names itself, the observed value and its ``collapse.*`` limit. The
+    limits are per preset (``collapse:`` in the YAML): small synthetic sets legitimately merge many of the
+    first epoch's clusters, so the tiny and mobile presets set a larger ``max_cluster_drop``.
     """
 
     def __init__(self, cfg: CollapseConfig) -> None:
@@ -93,7 +118,10 @@ class CollapseGuard(Callback):
         assert trainer.labels is not None
         epoch = trainer.state.epoch
         previous = trainer.state.history[-1] if trainer.state.history else None
-        reason, fatal = self._diagnose(trainer, previous)
+        seen = self.observe(trainer.labels, previous)
+        if seen.watched:
+            logger.info("collapse guard, epoch %d: %s", epoch, seen.summary)
+        reason, fatal = seen.reason, seen.fatal
         if reason is None:
             return
         if epoch == 0 or previous is None or previous.get("epoch") != epoch - 1:
@@ -110,20 +138,46 @@ class CollapseGuard(Callback):
         if signal is not None:
             raise signal
 
-    def _diagnose(self, trainer: Trainer, previous: Mapping[str, Any] | None) -> tuple[str | None, bool]:
-        labels = trainer.labels
-        assert labels is not None
+    def observe(self, labels: PseudoLabels, previous: Mapping[str, Any] | None) -> CollapseObservation:
+        """What the rules see in an epoch's fresh ``labels`` against the ``previous`` epoch's record.
+
+        Args:
+            labels: this epoch's pseudo labels.
+            previous: the history entry of the previous epoch (``clusters/<modality>``), or None.
+
+        Returns:
+            A :class:`CollapseObservation`: per modality the cluster count (and the previous one), the
+            outlier share, and the first rule that fired (with the values it compared) or None.
+        """
+        cfg = self.cfg
+        watched = previous is not None and previous.get("epoch", 0) < cfg.watch_epochs
+        parts, reason, fatal = [], None, False
         for modality in labels.labels:
-            count = labels.num_clusters(modality)
-            if count < self.cfg.min_clusters:
-                return f"{modality}: {count} cluster(s) < {self.cfg.min_clusters}", True
-            if labels.outlier_fraction(modality) >= self.cfg.max_outlier_fraction:
-                return f"{modality}: {labels.outlier_fraction(modality):.1%} outliers", True
+            count, outliers = labels.num_clusters(modality), labels.outlier_fraction(modality)
             before = (previous or {}).get(f"clusters/{modality}")
-            watched = previous is not None and previous.get("epoch", 0) < self.cfg.watch_epochs
-            if watched and before and count < (1.0 - self.cfg.max_cluster_drop) * before:
-                return f"{modality}: clusters fell from {int(before)} to {count}", False
-        return None, False
+            drop = 1.0 - count / before if before else 0.0
+            change = f"{int(before)} -> {count} clusters ({-drop:+.0%})" if before else f"{count} clusters"
+            parts.append(f"{modality} {change}, {outliers:.0%} outliers")
+            if reason is not None:
+                continue
+            if count < cfg.min_clusters:
+                reason, fatal = (
+                    f"{modality}: {count} cluster(s), below collapse.min_clusters {cfg.min_clusters}",
+                    True,
+                )
+            elif outliers >= cfg.max_outlier_fraction:
+                reason, fatal = (
+                    f"{modality}: {outliers:.1%} outliers, at or above collapse.max_outlier_fraction "
+                    f"{cfg.max_outlier_fraction:.0%}",
+                    True,
+                )
+            elif watched and before and drop > cfg.max_cluster_drop:
+                reason = (
+                    f"{modality}: clusters fell from {int(before)} to {count} ({drop:.0%} drop, more than "
+                    f"collapse.max_cluster_drop {cfg.max_cluster_drop:.0%} within the first "
+                    f"{cfg.watch_epochs} epoch(s))"
+                )
+        return CollapseObservation("; ".join(parts), watched, reason, fatal)
 
     def _on_nonfinite(self, trainer: Trainer, exc: NonFiniteLossError) -> RestartEpoch:
         signal = self._remedy(trainer, exc.epoch, str(exc), fatal=True)
