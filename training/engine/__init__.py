@@ -11,6 +11,7 @@ from vireid.training.engine._callbacks import (
     Evaluation,
     Logging,
     LRSchedule,
+    build_lr_scheduler,
     lr_factor,
 )
 from vireid.training.engine._checkpoint import (
@@ -76,6 +77,7 @@ __all__ = [
     "TrainerState",
     "apply_overrides",
     "atomic_torch_save",
+    "build_lr_scheduler",
     "build_optimizer",
     "build_trainer",
     "capture_rng_state",

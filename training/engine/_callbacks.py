@@ -10,12 +10,15 @@ import logging
 import math
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import nn
+from torch.optim import Optimizer, lr_scheduler
+from torch.optim.lr_scheduler import LRScheduler
 
 from vireid.training.engine._checkpoint import atomic_torch_save
 from vireid.training.engine._config import CollapseConfig, LoggingConfig, OptimConfig
@@ -31,6 +34,7 @@ __all__ = [
     "Evaluation",
     "LRSchedule",
     "Logging",
+    "build_lr_scheduler",
     "lr_factor",
 ]
 
@@ -41,7 +45,11 @@ EvaluateFn = Callable[[nn.Module, Path], Mapping[str, float]]
 
 
 def lr_factor(cfg: OptimConfig, epoch: int) -> float:
-    """Multiplier of the base LR at global ``epoch`` (methods.md §A.5 multistep, §B.5 StepLR)."""
+    """Closed-form multiplier of the base LR at global ``epoch`` (methods.md §A.5 multistep, §B.5 StepLR).
+
+    The reference for :func:`build_lr_scheduler` (which the training uses); the two agree to float
+    rounding.
+    """
     if cfg.schedule == "multistep":
         factor = cfg.gamma ** sum(1 for m in cfg.milestones if epoch >= m)
     elif cfg.schedule == "step":
@@ -53,22 +61,89 @@ def lr_factor(cfg: OptimConfig, epoch: int) -> float:
     return factor
 
 
-class LRSchedule(Callback):
-    """Sets every group's ``lr = initial_lr · lr_factor(epoch) · lr_scale`` at the start of each epoch.
+def build_lr_scheduler(cfg: OptimConfig, optimizer: Optimizer) -> LRScheduler:
+    """The per-epoch ``torch.optim.lr_scheduler`` of ``cfg`` (stepped once per epoch).
 
-    Closed-form per epoch, so a resumed or rolled-back run gets exactly the same LR; ``lr_scale`` is the
-    collapse guard's override for that epoch (1 otherwise).
+    ``multistep`` → ``MultiStepLR(milestones, gamma)``, ``step`` → ``StepLR(step_size, gamma)``,
+    ``constant`` → ``ConstantLR(factor=1)``; ``warmup_epochs`` W > 1 chains ``LinearLR`` from ``1/W`` to 1
+    over the first W epochs (factor ``(epoch + 1) / W``) with it (``ChainedScheduler``). Every group needs
+    ``initial_lr`` (:func:`~vireid.training.engine.build_optimizer` sets it); constructing the scheduler
+    sets each group's LR to its epoch-0 value.
+    """
+    main: LRScheduler
+    if cfg.schedule == "multistep":
+        main = lr_scheduler.MultiStepLR(optimizer, milestones=list(cfg.milestones), gamma=cfg.gamma)
+    elif cfg.schedule == "step":
+        main = lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+    else:
+        main = lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    if cfg.warmup_epochs <= 1:
+        return main
+    warmup = lr_scheduler.LinearLR(
+        optimizer, start_factor=1.0 / cfg.warmup_epochs, end_factor=1.0, total_iters=cfg.warmup_epochs - 1
+    )
+    return lr_scheduler.ChainedScheduler([warmup, main], optimizer=optimizer)
+
+
+def scheduler_epoch(scheduler: LRScheduler) -> int:
+    """The epoch a scheduler from :func:`build_lr_scheduler` is at (``ChainedScheduler``: its parts')."""
+    inner = getattr(scheduler, "_schedulers", None)
+    epoch: int = inner[-1].last_epoch if inner else scheduler.last_epoch
+    return epoch
+
+
+class LRSchedule(Callback):
+    """Per-epoch LR from a ``torch.optim.lr_scheduler`` (:func:`build_lr_scheduler`), state checkpointed.
+
+    The scheduler is built at ``before_train`` over the trainer's optimizer and stepped at the end of every
+    epoch (before the checkpoint callback saves it), so its ``last_epoch`` is the epoch about to run. At
+    each epoch start every group gets the scheduler's LR × ``lr_scale``, the collapse guard's override for
+    that epoch (1 otherwise); the scale is taken off again before the scheduler steps. A resumed or
+    rolled-back run restores the scheduler's state with the rest and gets exactly the same LRs. A checkpoint
+    without scheduler state (written before this) fast-forwards a fresh scheduler to its epoch.
     """
 
     def __init__(self, cfg: OptimConfig) -> None:
         self.cfg = cfg
+        self.scheduler: LRScheduler | None = None
+        self._pending: Mapping[str, Any] | None = None
+
+    def before_train(self, trainer: Trainer) -> None:
+        self.scheduler = build_lr_scheduler(self.cfg, trainer.optimizer)
+        if self._pending:
+            self.scheduler.load_state_dict(dict(self._pending))
+        else:
+            with warnings.catch_warnings():  # fast-forward before any optimizer.step(): torch warns
+                warnings.simplefilter("ignore", UserWarning)
+                while scheduler_epoch(self.scheduler) < trainer.state.epoch:
+                    self.scheduler.step()
+        self._pending = None
 
     def before_epoch(self, trainer: Trainer) -> None:
+        assert self.scheduler is not None
         epoch = trainer.state.epoch
+        if scheduler_epoch(self.scheduler) != epoch:
+            raise RuntimeError(f"LR scheduler at epoch {scheduler_epoch(self.scheduler)}, trainer at {epoch}")
         scale = trainer.state.override(epoch, "lr_scale") or 1.0
-        factor = lr_factor(self.cfg, epoch) * scale
-        for group in trainer.optimizer.param_groups:
-            group["lr"] = group["initial_lr"] * factor
+        for group, lr in zip(trainer.optimizer.param_groups, self.scheduler.get_last_lr(), strict=True):
+            group["lr"] = lr * scale
+
+    def after_epoch(self, trainer: Trainer) -> None:
+        assert self.scheduler is not None
+        for group, lr in zip(trainer.optimizer.param_groups, self.scheduler.get_last_lr(), strict=True):
+            group["lr"] = lr  # without the collapse guard's scale: the chained schedulers build on it
+        self.scheduler.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.scheduler is None:
+            return dict(self._pending or {})
+        return self.scheduler.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if self.scheduler is None or not state:
+            self._pending = state
+            return
+        self.scheduler.load_state_dict(dict(state))
 
 
 @dataclass(frozen=True)

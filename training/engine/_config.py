@@ -187,6 +187,9 @@ class OptimConfig:
     ``schedule``: ``multistep`` (×gamma at each epoch in ``milestones``), ``step`` (×gamma every
     ``step_size`` epochs) or ``constant``. Epochs count over the whole run (all stages).
     ``warmup_epochs`` > 0 ramps linearly from ``lr / warmup_epochs`` (neither paper uses warm-up).
+    Run as ``torch.optim.lr_scheduler`` objects (``MultiStepLR`` / ``StepLR`` / ``ConstantLR``, chained
+    with ``LinearLR`` for the warm-up) whose state is checkpointed
+    (``vireid.training.engine.build_lr_scheduler``).
     """
 
     name: str = "adam"
