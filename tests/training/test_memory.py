@@ -244,3 +244,13 @@ def test_bad_slots_raise() -> None:
         ClusterMemory(torch.ones(2, 2)).update(torch.ones(1, 2), torch.tensor([2]))
     with pytest.raises(ValueError):
         ClusterMemory(torch.zeros(0, 4))
+
+
+def test_chained_losses_rejects_an_unknown_update_order() -> None:
+    from vireid.training.memory import MemoryUse
+
+    memory = ClusterMemory(torch.eye(2), momentum=0.5)
+    with pytest.raises(ValueError, match="update_order"):
+        memory.chained_losses([MemoryUse(torch.ones(1, 2), torch.tensor([0]))], update_order="later")
+    with pytest.raises(ValueError, match="must be"):
+        memory.assign(torch.zeros(3, 2))

@@ -4,6 +4,11 @@ Every transform is a callable ``t(x, generator)`` where ``x`` is a PIL RGB image
 tensor and ``generator`` a ``torch.Generator`` that supplies every random draw, so a pipeline is
 reproducible from a seed. Geometric steps run on PIL images as in torchvision; the channel augmentations
 run on normalised tensors.
+
+No augmentation library is used (kornia was dropped from the ``train`` extra): the recipes reproduce the
+official per-image torchvision / Pillow pipelines (PIL resampling, one draw sequence per image from a
+passed generator, so a DataLoader worker's stream is reproducible). kornia's batched tensor augmentations
+resample differently and draw from the global RNG, so they would change both the pixels and the draws.
 """
 
 from __future__ import annotations

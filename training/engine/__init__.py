@@ -11,6 +11,7 @@ from vireid.training.engine._callbacks import (
     Evaluation,
     Logging,
     LRSchedule,
+    build_lr_scheduler,
     lr_factor,
 )
 from vireid.training.engine._checkpoint import (
@@ -38,6 +39,7 @@ from vireid.training.engine._config import (
     TrainConfig,
     apply_overrides,
     config_from_dict,
+    config_model,
     config_to_dict,
     load_config,
     parse_overrides,
@@ -76,10 +78,12 @@ __all__ = [
     "TrainerState",
     "apply_overrides",
     "atomic_torch_save",
+    "build_lr_scheduler",
     "build_optimizer",
     "build_trainer",
     "capture_rng_state",
     "config_from_dict",
+    "config_model",
     "config_to_dict",
     "epoch_seed",
     "last_checkpoint",

@@ -10,24 +10,31 @@ import logging
 import math
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import nn
+from torch.optim import Optimizer, lr_scheduler
+from torch.optim.lr_scheduler import LRScheduler
 
 from vireid.training.engine._checkpoint import atomic_torch_save
 from vireid.training.engine._config import CollapseConfig, LoggingConfig, OptimConfig
 from vireid.training.engine._dist import barrier
 from vireid.training.engine._trainer import Callback, NonFiniteLossError, RestartEpoch, Trainer
+from vireid.training.methods._base import PseudoLabels
 
 __all__ = [
     "Checkpoint",
     "CollapseGuard",
+    "CollapseObservation",
     "EvaluateFn",
     "Evaluation",
     "LRSchedule",
     "Logging",
+    "build_lr_scheduler",
     "lr_factor",
 ]
 
@@ -38,7 +45,11 @@ EvaluateFn = Callable[[nn.Module, Path], Mapping[str, float]]
 
 
 def lr_factor(cfg: OptimConfig, epoch: int) -> float:
-    """Multiplier of the base LR at global ``epoch`` (methods.md §A.5 multistep, §B.5 StepLR)."""
+    """Closed-form multiplier of the base LR at global ``epoch`` (methods.md §A.5 multistep, §B.5 StepLR).
+
+    The reference for :func:`build_lr_scheduler` (which the training uses); the two agree to float
+    rounding.
+    """
     if cfg.schedule == "multistep":
         factor = cfg.gamma ** sum(1 for m in cfg.milestones if epoch >= m)
     elif cfg.schedule == "step":
@@ -50,22 +61,106 @@ def lr_factor(cfg: OptimConfig, epoch: int) -> float:
     return factor
 
 
-class LRSchedule(Callback):
-    """Sets every group's ``lr = initial_lr · lr_factor(epoch) · lr_scale`` at the start of each epoch.
+def build_lr_scheduler(cfg: OptimConfig, optimizer: Optimizer) -> LRScheduler:
+    """The per-epoch ``torch.optim.lr_scheduler`` of ``cfg`` (stepped once per epoch).
 
-    Closed-form per epoch, so a resumed or rolled-back run gets exactly the same LR; ``lr_scale`` is the
-    collapse guard's override for that epoch (1 otherwise).
+    ``multistep`` → ``MultiStepLR(milestones, gamma)``, ``step`` → ``StepLR(step_size, gamma)``,
+    ``constant`` → ``ConstantLR(factor=1)``; ``warmup_epochs`` W > 1 chains ``LinearLR`` from ``1/W`` to 1
+    over the first W epochs (factor ``(epoch + 1) / W``) with it (``ChainedScheduler``). Every group needs
+    ``initial_lr`` (:func:`~vireid.training.engine.build_optimizer` sets it); constructing the scheduler
+    sets each group's LR to its epoch-0 value.
+    """
+    main: LRScheduler
+    if cfg.schedule == "multistep":
+        main = lr_scheduler.MultiStepLR(optimizer, milestones=list(cfg.milestones), gamma=cfg.gamma)
+    elif cfg.schedule == "step":
+        main = lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+    else:
+        main = lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    if cfg.warmup_epochs <= 1:
+        return main
+    warmup = lr_scheduler.LinearLR(
+        optimizer, start_factor=1.0 / cfg.warmup_epochs, end_factor=1.0, total_iters=cfg.warmup_epochs - 1
+    )
+    return lr_scheduler.ChainedScheduler([warmup, main], optimizer=optimizer)
+
+
+def scheduler_epoch(scheduler: LRScheduler) -> int:
+    """The epoch a scheduler from :func:`build_lr_scheduler` is at (``ChainedScheduler``: its parts')."""
+    inner = getattr(scheduler, "_schedulers", None)
+    epoch: int = inner[-1].last_epoch if inner else scheduler.last_epoch
+    return epoch
+
+
+class LRSchedule(Callback):
+    """Per-epoch LR from a ``torch.optim.lr_scheduler`` (:func:`build_lr_scheduler`), state checkpointed.
+
+    The scheduler is built at ``before_train`` over the trainer's optimizer and stepped at the end of every
+    epoch (before the checkpoint callback saves it), so its ``last_epoch`` is the epoch about to run. At
+    each epoch start every group gets the scheduler's LR × ``lr_scale``, the collapse guard's override for
+    that epoch (1 otherwise); the scale is taken off again before the scheduler steps. A resumed or
+    rolled-back run restores the scheduler's state with the rest and gets exactly the same LRs. A checkpoint
+    without scheduler state (written before this) fast-forwards a fresh scheduler to its epoch.
     """
 
     def __init__(self, cfg: OptimConfig) -> None:
         self.cfg = cfg
+        self.scheduler: LRScheduler | None = None
+        self._pending: Mapping[str, Any] | None = None
+
+    def before_train(self, trainer: Trainer) -> None:
+        self.scheduler = build_lr_scheduler(self.cfg, trainer.optimizer)
+        if self._pending:
+            self.scheduler.load_state_dict(dict(self._pending))
+        else:
+            with warnings.catch_warnings():  # fast-forward before any optimizer.step(): torch warns
+                warnings.simplefilter("ignore", UserWarning)
+                while scheduler_epoch(self.scheduler) < trainer.state.epoch:
+                    self.scheduler.step()
+        self._pending = None
 
     def before_epoch(self, trainer: Trainer) -> None:
+        assert self.scheduler is not None
         epoch = trainer.state.epoch
+        if scheduler_epoch(self.scheduler) != epoch:
+            raise RuntimeError(f"LR scheduler at epoch {scheduler_epoch(self.scheduler)}, trainer at {epoch}")
         scale = trainer.state.override(epoch, "lr_scale") or 1.0
-        factor = lr_factor(self.cfg, epoch) * scale
-        for group in trainer.optimizer.param_groups:
-            group["lr"] = group["initial_lr"] * factor
+        for group, lr in zip(trainer.optimizer.param_groups, self.scheduler.get_last_lr(), strict=True):
+            group["lr"] = lr * scale
+
+    def after_epoch(self, trainer: Trainer) -> None:
+        assert self.scheduler is not None
+        for group, lr in zip(trainer.optimizer.param_groups, self.scheduler.get_last_lr(), strict=True):
+            group["lr"] = lr  # without the collapse guard's scale: the chained schedulers build on it
+        self.scheduler.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.scheduler is None:
+            return dict(self._pending or {})
+        return self.scheduler.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if self.scheduler is None or not state:
+            self._pending = state
+            return
+        self.scheduler.load_state_dict(dict(state))
+
+
+@dataclass(frozen=True)
+class CollapseObservation:
+    """What :class:`CollapseGuard` saw at an epoch start.
+
+    Attributes:
+        summary: per modality the cluster count (previous → current, relative change) and outlier share.
+        watched: whether the cluster-drop rule applies to this epoch (``collapse.watch_epochs``).
+        reason: the first rule that fired, with the observed value and the limit; None when healthy.
+        fatal: the rule that fired cannot be waived after ``max_retries`` (too few clusters, outliers).
+    """
+
+    summary: str
+    watched: bool
+    reason: str | None
+    fatal: bool
 
 
 class CollapseGuard(Callback):
@@ -80,6 +175,11 @@ class CollapseGuard(Callback):
     ``momenta[i]`` on attempt i (then also LR × ``lr_factor``). Epoch-0 labels that already fail
     (nothing to roll back) raise ``RuntimeError`` advising on ``cluster.eps``. After ``max_retries``
     a cluster drop is accepted with a warning; a non-finite loss or < ``min_clusters`` raises.
+
+    Every watched epoch logs what the rules saw (:meth:`observe`: cluster counts before → after, the drop,
+    outlier shares), and a fired rule names itself, the observed value and its ``collapse.*`` limit. The
+    limits are per preset (``collapse:`` in the YAML): small synthetic sets legitimately merge many of the
+    first epoch's clusters, so the tiny and mobile presets set a larger ``max_cluster_drop``.
     """
 
     def __init__(self, cfg: CollapseConfig) -> None:
@@ -93,7 +193,10 @@ class CollapseGuard(Callback):
         assert trainer.labels is not None
         epoch = trainer.state.epoch
         previous = trainer.state.history[-1] if trainer.state.history else None
-        reason, fatal = self._diagnose(trainer, previous)
+        seen = self.observe(trainer.labels, previous)
+        if seen.watched:
+            logger.info("collapse guard, epoch %d: %s", epoch, seen.summary)
+        reason, fatal = seen.reason, seen.fatal
         if reason is None:
             return
         if epoch == 0 or previous is None or previous.get("epoch") != epoch - 1:
@@ -110,20 +213,46 @@ class CollapseGuard(Callback):
         if signal is not None:
             raise signal
 
-    def _diagnose(self, trainer: Trainer, previous: Mapping[str, Any] | None) -> tuple[str | None, bool]:
-        labels = trainer.labels
-        assert labels is not None
+    def observe(self, labels: PseudoLabels, previous: Mapping[str, Any] | None) -> CollapseObservation:
+        """What the rules see in an epoch's fresh ``labels`` against the ``previous`` epoch's record.
+
+        Args:
+            labels: this epoch's pseudo labels.
+            previous: the history entry of the previous epoch (``clusters/<modality>``), or None.
+
+        Returns:
+            A :class:`CollapseObservation`: per modality the cluster count (and the previous one), the
+            outlier share, and the first rule that fired (with the values it compared) or None.
+        """
+        cfg = self.cfg
+        watched = previous is not None and previous.get("epoch", 0) < cfg.watch_epochs
+        parts, reason, fatal = [], None, False
         for modality in labels.labels:
-            count = labels.num_clusters(modality)
-            if count < self.cfg.min_clusters:
-                return f"{modality}: {count} cluster(s) < {self.cfg.min_clusters}", True
-            if labels.outlier_fraction(modality) >= self.cfg.max_outlier_fraction:
-                return f"{modality}: {labels.outlier_fraction(modality):.1%} outliers", True
+            count, outliers = labels.num_clusters(modality), labels.outlier_fraction(modality)
             before = (previous or {}).get(f"clusters/{modality}")
-            watched = previous is not None and previous.get("epoch", 0) < self.cfg.watch_epochs
-            if watched and before and count < (1.0 - self.cfg.max_cluster_drop) * before:
-                return f"{modality}: clusters fell from {int(before)} to {count}", False
-        return None, False
+            drop = 1.0 - count / before if before else 0.0
+            change = f"{int(before)} -> {count} clusters ({-drop:+.0%})" if before else f"{count} clusters"
+            parts.append(f"{modality} {change}, {outliers:.0%} outliers")
+            if reason is not None:
+                continue
+            if count < cfg.min_clusters:
+                reason, fatal = (
+                    f"{modality}: {count} cluster(s), below collapse.min_clusters {cfg.min_clusters}",
+                    True,
+                )
+            elif outliers >= cfg.max_outlier_fraction:
+                reason, fatal = (
+                    f"{modality}: {outliers:.1%} outliers, at or above collapse.max_outlier_fraction "
+                    f"{cfg.max_outlier_fraction:.0%}",
+                    True,
+                )
+            elif watched and before and drop > cfg.max_cluster_drop:
+                reason = (
+                    f"{modality}: clusters fell from {int(before)} to {count} ({drop:.0%} drop, more than "
+                    f"collapse.max_cluster_drop {cfg.max_cluster_drop:.0%} within the first "
+                    f"{cfg.watch_epochs} epoch(s))"
+                )
+        return CollapseObservation("; ".join(parts), watched, reason, fatal)
 
     def _on_nonfinite(self, trainer: Trainer, exc: NonFiniteLossError) -> RestartEpoch:
         signal = self._remedy(trainer, exc.epoch, str(exc), fatal=True)

@@ -3,7 +3,9 @@
 The root is :class:`TrainConfig` (house-style §6–9). It is built once at start-up by :func:`load_config`
 from a YAML file plus ``key=value`` overrides (``cluster.eps=0.6``, ``stages.0.epochs=3``), validated
 (unknown keys raise ``KeyError`` listing the valid ones, wrong types raise ``TypeError``), and written
-resolved into the run directory with :func:`save_config`. Values found at run time (cluster counts,
+resolved into the run directory with :func:`save_config`. Validation runs through pydantic models generated
+from the dataclasses (:func:`config_model`); its errors are re-raised as ``KeyError`` / ``TypeError`` that
+name the bad key. Values found at run time (cluster counts,
 collapse-guard retries) are trainer state and never written back here.
 
 Each method validates its own ``method_options`` mapping into its own dataclass with
@@ -13,15 +15,28 @@ Each method validates its own ``method_options`` mapping into its own dataclass 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import operator
 import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    create_model,
+)
 
 __all__ = [
     "CheckpointConfig",
@@ -38,6 +53,7 @@ __all__ = [
     "TrainConfig",
     "apply_overrides",
     "config_from_dict",
+    "config_model",
     "config_to_dict",
     "load_config",
     "parse_overrides",
@@ -151,16 +167,33 @@ class ClusterConfig:
         return self.eps_infrared if modality == "infrared" and self.eps_infrared is not None else self.eps
 
 
+MEMORY_UPDATE_ORDERS = ("official", "pre_update")
+
+
 @dataclass(frozen=True)
 class MemoryConfig:
-    """Cluster-memory parameters (methods.md §0.4): ``c ← norm(m·c + (1−m)·x)``, logits / τ."""
+    """Cluster-memory parameters (methods.md §0.4): ``c ← norm(m·c + (1−m)·x)``, logits / τ.
+
+    ``update_order``: ``official`` (default, every preset) reproduces the official training step, where a
+    memory used by several loss terms is updated inside autograd's backward, last-built term first, and
+    each earlier term's gradient sees the memory the later terms already updated; SDCL's instance memories
+    are updated before the backward and its neighbour-loss gradients read the updated banks.
+    ``pre_update``: every gradient on the step-start memories, all updates after the backward in the order
+    the terms are built (vireid's earlier order). docs/salcr.md and docs/sdcl.md "Memory update order";
+    ``vireid.training.memory``.
+    """
 
     momentum: float = 0.1
     temperature: float = 0.05
+    update_order: str = "official"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.momentum < 1.0 or self.temperature <= 0.0:
             raise ValueError("memory.momentum must be in [0, 1) and memory.temperature > 0")
+        if self.update_order not in MEMORY_UPDATE_ORDERS:
+            raise ValueError(
+                f"memory.update_order must be one of {list(MEMORY_UPDATE_ORDERS)}, got {self.update_order!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -170,6 +203,9 @@ class OptimConfig:
     ``schedule``: ``multistep`` (×gamma at each epoch in ``milestones``), ``step`` (×gamma every
     ``step_size`` epochs) or ``constant``. Epochs count over the whole run (all stages).
     ``warmup_epochs`` > 0 ramps linearly from ``lr / warmup_epochs`` (neither paper uses warm-up).
+    Run as ``torch.optim.lr_scheduler`` objects (``MultiStepLR`` / ``StepLR`` / ``ConstantLR``, chained
+    with ``LinearLR`` for the warm-up) whose state is checkpointed
+    (``vireid.training.engine.build_lr_scheduler``).
     """
 
     name: str = "adam"
@@ -282,7 +318,9 @@ class TrainConfig:
 
     ``method`` names an entry of ``vireid.training.methods.METHODS``; ``method_options`` is validated
     by that method into its own dataclass. ``stages`` run in order by one Trainer (house-style §16).
-    ``precision`` ``bf16`` enables bf16 autocast on CUDA only (fp32 elsewhere).
+    ``precision``: ``fp32``, or ``bf16`` for bf16 autocast of the training step and SDCL's per-epoch
+    extraction, on CUDA and on CPU (other devices are refused when the run starts;
+    ``vireid.training._precision``). Evaluation and export always run fp32.
     """
 
     method: str = "baseline"
@@ -318,73 +356,151 @@ class TrainConfig:
 
 
 # --------------------------------------------------------------------------------------------------
-# dict <-> dataclass with validation
+# dict <-> dataclass with validation (pydantic models generated from the dataclasses)
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; convert lists to tuples and ints to floats."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, where)
-            except (TypeError, ValueError, KeyError) as exc:
-                errors.append(str(exc))
-        raise TypeError(f"{where}: expected {_type_name(tp)}, got {value!r}")
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, Mapping):
-            raise TypeError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
-        return config_from_dict(tp, value, where=where)
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, Sequence) or isinstance(value, str):
-            raise TypeError(f"{where}: expected a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
-        if len(args) != len(value):
-            raise TypeError(f"{where}: expected {len(args)} items, got {value!r}")
-        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
-    if origin is dict:
-        if not isinstance(value, Mapping):
-            raise TypeError(f"{where}: expected a mapping, got {value!r}")
-        key_tp, val_tp = typing.get_args(tp)
-        return {_coerce(k, key_tp, where): _coerce(v, val_tp, f"{where}.{k}") for k, v in value.items()}
-    return _coerce_scalar(value, tp, where)
-
-
-def _coerce_scalar(value: Any, tp: Any, where: str) -> Any:
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp is float and isinstance(value, str):
+def _yaml_float(value: Any) -> Any:
+    """YAML 1.1 reads ``3.5e-4`` as a string: accept a float-looking string for a float field."""
+    if isinstance(value, str):
         try:
-            return float(value)  # YAML 1.1 reads "3.5e-4" as a string
+            return float(value)
         except ValueError:
-            pass
-    if tp in (int, float, str, bool):
-        if isinstance(value, bool) and tp is not bool:
-            raise TypeError(f"{where}: expected {tp.__name__}, got bool {value!r}")
-        if not isinstance(value, tp):
-            raise TypeError(f"{where}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
-        return value
-    raise TypeError(f"{where}: unsupported annotation {tp!r}")
+            return value
+    return value
+
+
+_SCALARS: dict[Any, Any] = {
+    int: StrictInt,
+    bool: StrictBool,
+    str: StrictStr,
+    float: Annotated[StrictFloat, BeforeValidator(_yaml_float)],
+}
+_MODELS: dict[type, type[BaseModel]] = {}
+_EXPECTED = {
+    "int": "int",
+    "bool": "bool",
+    "float": "float",
+    "string": "str",
+    "tuple": "a list",
+    "list": "a list",
+    "dict": "a mapping",
+    "model": "a mapping",
+    "model_attributes": "a mapping",
+}
+
+
+def _field_type(tp: Any) -> Any:
+    """The pydantic annotation of a dataclass field annotation: strict scalars (no str → int, no
+    bool → int; int → float allowed), lists for tuples, a generated model for a nested dataclass."""
+    if tp is Any:
+        return Any
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return config_model(tp)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return functools.reduce(operator.or_, [_field_type(a) for a in args])
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple[_field_type(args[0]), ...]  # type: ignore[misc]
+        return tuple[tuple(_field_type(a) for a in args)]  # type: ignore[misc]
+    if origin is dict:
+        return dict[_field_type(args[0]), _field_type(args[1])]  # type: ignore[misc]
+    if tp in _SCALARS or tp is type(None):
+        return _SCALARS.get(tp, tp)
+    raise TypeError(f"unsupported config annotation {tp!r}")
+
+
+def config_model(cls: type) -> type[BaseModel]:
+    """The pydantic model validating the mapping form of config dataclass ``cls`` (cached).
+
+    Fields keep the dataclass's names and defaults; unknown keys are forbidden (``extra="forbid"``).
+    The dataclass itself stays the config object: :func:`config_from_dict` validates with this model and
+    then builds ``cls``, whose ``__post_init__`` checks the values.
+    """
+    if cls not in _MODELS:
+        hints = typing.get_type_hints(cls)
+        fields: dict[str, Any] = {f.name: (_field_type(hints[f.name]), None) for f in dataclasses.fields(cls)}
+        _MODELS[cls] = create_model(f"{cls.__name__}Model", __config__=ConfigDict(extra="forbid"), **fields)
+    return _MODELS[cls]
+
+
+def _to_dataclass(cls: type[T], model: BaseModel) -> T:
+    """Build ``cls`` from a validated model, passing only the keys the input had (defaults stay)."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {name: _to_value(getattr(model, name), hints[name]) for name in model.model_fields_set}
+    return cls(**kwargs)
+
+
+def _to_value(value: Any, tp: Any) -> Any:
+    if isinstance(value, BaseModel):
+        target = next(c for c, m in _MODELS.items() if isinstance(value, m))
+        return _to_dataclass(target, value)
+    if isinstance(value, tuple):
+        args = typing.get_args(tp) or (Any,)
+        return tuple(_to_value(v, args[0] if args[-1] is Ellipsis or len(args) == 1 else Any) for v in value)
+    return value
+
+
+def _optional_inner(tp: Any) -> Any:
+    """``X`` for ``X | None``; anything else unchanged."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0] if len(args) == 1 else tp
+    return tp
+
+
+def _walk(cls: Any, loc: Sequence[Any]) -> tuple[list[str], Any]:
+    """The readable path of a pydantic error location and the dataclass that holds its last key."""
+    path: list[str] = []
+    node: Any = cls
+    holder: Any = cls
+    for part in loc:
+        if isinstance(node, type) and dataclasses.is_dataclass(node):
+            holder, hints = node, typing.get_type_hints(node)
+            if part in hints:
+                path.append(str(part))
+                node = _optional_inner(hints[part])
+            continue  # anything else is a union tag of pydantic's
+        origin, args = typing.get_origin(node), typing.get_args(node)
+        if origin is tuple and isinstance(part, int):
+            path.append(str(part))
+            element = args[0] if args[-1] is Ellipsis else args[min(part, len(args) - 1)]
+            node = _optional_inner(element)
+        elif origin is dict or node is Any:
+            path.append(str(part))
+            node = _optional_inner(args[1]) if origin is dict else Any
+    if isinstance(node, type) and dataclasses.is_dataclass(node):
+        holder = node
+    return path, holder
+
+
+def _config_error(cls: type, exc: ValidationError, where: str) -> Exception:
+    """A ``KeyError`` (unknown keys, listing the valid ones) or ``TypeError`` naming the bad key."""
+    prefix = f"{where}." if where else ""
+    errors = exc.errors()
+    extra = [e for e in errors if e["type"] == "extra_forbidden"]
+    if extra:
+        path, holder = _walk(cls, extra[0]["loc"][:-1])
+        unknown = [prefix + ".".join([*path, str(e["loc"][-1])]) for e in extra]
+        parent = ".".join(p for p in (where, *path) if p) or cls.__name__
+        valid = sorted(f.name for f in dataclasses.fields(holder))
+        return KeyError(f"unknown config key(s) {unknown}; valid keys under {parent!r}: {valid}")
+    first = errors[0]
+    path, _ = _walk(cls, first["loc"])
+    kind = str(first["type"]).removesuffix("_type").removesuffix("_parsing")
+    value = first.get("input")
+    if kind not in _EXPECTED:  # e.g. a list of the wrong length: pydantic's own words
+        return TypeError(f"{prefix}{'.'.join(path)}: {first['msg']}, got {value!r}")
+    return TypeError(
+        f"{prefix}{'.'.join(path)}: expected {_EXPECTED[kind]}, got {type(value).__name__} {value!r}"
+    )
 
 
 def config_from_dict(cls: type[T], data: Mapping[str, Any], *, where: str = "") -> T:
-    """Build and validate a config dataclass from a mapping.
+    """Build and validate a config dataclass from a mapping (pydantic, :func:`config_model`).
+
+    Lists become tuples, ints become floats and float-looking strings (YAML 1.1's ``3.5e-4``) become floats;
+    nothing else is coerced (no ``"1"`` → 1, no ``true`` → 1).
 
     Args:
         cls: a dataclass type (e.g. :class:`TrainConfig` or a method's own config).
@@ -395,26 +511,19 @@ def config_from_dict(cls: type[T], data: Mapping[str, Any], *, where: str = "") 
         The frozen dataclass instance.
 
     Raises:
-        KeyError: an unknown key (the message lists the valid keys).
-        TypeError: a value of the wrong type.
+        KeyError: an unknown key (the message names it and lists the valid keys).
+        TypeError: a value of the wrong type (the message names the key, e.g. ``cluster.k1``).
         ValueError: a value rejected by the dataclass's own checks.
     """
+    if isinstance(data, cls):
+        return data
     if not isinstance(data, Mapping):
         raise TypeError(f"{where or cls.__name__}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        prefix = f"{where}." if where else ""
-        raise KeyError(
-            f"unknown config key(s) {[prefix + k for k in unknown]}; valid keys under "
-            f"{where or cls.__name__!r}: {sorted(fields)}"
-        )
-    kwargs = {
-        name: _coerce(value, hints[name], f"{where}.{name}" if where else name)
-        for name, value in data.items()
-    }
-    return cls(**kwargs)
+    try:
+        model = config_model(cls).model_validate(dict(data))
+    except ValidationError as exc:
+        raise _config_error(cls, exc, where) from None
+    return _to_dataclass(cls, model)
 
 
 def config_to_dict(cfg: Any) -> Any:

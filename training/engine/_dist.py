@@ -1,9 +1,12 @@
 """Distributed helpers: ``torchrun`` process groups, record sharding and gathering of features.
 
 Launch with ``torchrun --nproc_per_node N -m vireid.cli train ...`` (or ``python -m torch.distributed.run``).
-Backend: NCCL on CUDA, gloo on CPU. Every rank computes identical pseudo labels from features gathered
-over all ranks; each rank trains on its contiguous shard of every global batch
-(:func:`vireid.training.methods.shard_batch`).
+Backend: NCCL on CUDA, gloo on CPU. Every rank extracts features (gathered over all ranks) and runs the
+method's ``refresh``, then keeps rank 0's pseudo labels, association and memories
+(:func:`vireid.training.methods.broadcast_from_main`); the model's parameters and buffers are broadcast from
+rank 0 at every stage start and epoch end (:func:`broadcast_module`). Each rank trains on its contiguous
+shard of every global batch (:func:`vireid.training.methods.shard_batch`). docs/architecture.md
+"Multi-GPU and multi-node training".
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ __all__ = [
     "all_gather_variable",
     "barrier",
     "broadcast_flag",
+    "broadcast_module",
     "cleanup_distributed",
     "init_distributed",
     "resolve_device",
@@ -85,6 +89,20 @@ def broadcast_flag(flag: bool, device: torch.device) -> bool:
     value = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item() > 0)
+
+
+def broadcast_module(module: torch.nn.Module) -> None:
+    """Copy rank 0's parameters and buffers into ``module`` on every rank (no-op when not distributed).
+
+    DDP keeps the parameters equal, but each rank's last forward of an epoch updates its own BatchNorm
+    running statistics, and a stage start may re-initialise or reload weights on every rank separately;
+    the Trainer calls this after both, so all ranks extract the same features and end with the same model.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(tensor.data, src=0)
 
 
 def shard_range(n: int, rank: int, world_size: int) -> tuple[int, int]:

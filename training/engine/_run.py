@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from vireid.training._precision import autocast
 from vireid.training.engine._callbacks import Checkpoint, CollapseGuard, Evaluation, Logging, LRSchedule
 from vireid.training.engine._checkpoint import load_checkpoint, load_model_weights, seed_everything
 from vireid.training.engine._config import OptimConfig, TrainConfig, save_config
@@ -72,6 +73,9 @@ def build_trainer(
         )
     run_dir = Path(run_dir)
     dist_info, device = init_distributed(cfg.device)
+    autocast(cfg.precision, device)  # refuses bf16 on a device without autocast before anything runs
+    if cfg.precision != "fp32":
+        logger.info("precision %s: %s autocast of the training step", cfg.precision, device.type)
     _set_determinism(cfg, device)
     if dist_info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)

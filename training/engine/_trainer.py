@@ -18,15 +18,18 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from vireid.training._precision import autocast
 from vireid.training.engine._checkpoint import (
     FORMAT_VERSION,
     capture_rng_state,
@@ -35,7 +38,7 @@ from vireid.training.engine._checkpoint import (
     seed_everything,
 )
 from vireid.training.engine._config import StageConfig, TrainConfig, config_to_dict
-from vireid.training.engine._dist import broadcast_flag
+from vireid.training.engine._dist import broadcast_flag, broadcast_module
 from vireid.training.methods._base import (
     DistInfo,
     ExtractFn,
@@ -223,6 +226,13 @@ class Trainer:
                     raise self.on_nonfinite(self, exc) from exc
             except RestartEpoch as signal:
                 self._restart(signal)
+        if self.dist.distributed:
+            logger.info(
+                "rank %d/%d: final model digest %s",
+                self.dist.rank,
+                self.dist.world_size,
+                state_digest(self.model.state_dict()),
+            )
         self._emit("after_train")
         return self.state
 
@@ -237,9 +247,18 @@ class Trainer:
             if self.ctx.stage.reset_optimizer:
                 self.reset_optimizer_state()
             self.method.on_stage_start(self.ctx)
+            broadcast_module(self.model)  # a re-initialised / reloaded head is rank 0's on every rank
         self._log_refresh(first=not self._refreshed)
         self.labels = self.method.refresh(self.ctx)
         self._refreshed = True
+        if self.dist.distributed:
+            logger.info(
+                "rank %d/%d epoch %d: pseudo-label digest %s",
+                self.dist.rank,
+                self.dist.world_size,
+                epoch,
+                labels_digest(self.labels),
+            )
         self.step_in_epoch = 0
         self._emit("before_epoch")
         self.model.train()
@@ -247,6 +266,7 @@ class Trainer:
         batches = iter(self.method.epoch_batches(self.ctx))
         for _ in range(self.ctx.stage.iters):
             self._train_step(next(batches))
+        broadcast_module(self.model)  # BatchNorm statistics of each rank's last forward -> rank 0's
         self.state.history.append(self._epoch_record(epoch))
         self.state.epoch += 1
         self._emit("after_epoch")
@@ -317,9 +337,8 @@ class Trainer:
         )
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.cfg.precision == "bf16" and self.device.type == "cuda":
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        """bf16 autocast on CUDA and CPU for ``precision: bf16`` (``vireid.training._precision``)."""
+        return autocast(self.cfg.precision, self.device)
 
     def _train_step(self, batch: Any) -> None:
         self._emit("before_step")
@@ -392,6 +411,25 @@ class Trainer:
     def iter_snapshots(self) -> Iterator[int]:
         """Epochs whose start state is kept in memory (for a :class:`RestartEpoch`)."""
         return iter(sorted(self._snapshots))
+
+
+def labels_digest(labels: PseudoLabels) -> str:
+    """SHA-1 (16 hex digits) of an epoch's pseudo labels and cross labels, to compare ranks in the logs."""
+    sha = hashlib.sha1()
+    for kind in (labels.labels, labels.cross_labels):
+        for modality in sorted(kind):
+            sha.update(modality.encode())
+            sha.update(np.ascontiguousarray(np.asarray(kind[modality], dtype=np.int64)).tobytes())
+    return sha.hexdigest()[:16]
+
+
+def state_digest(state: Mapping[str, Tensor]) -> str:
+    """SHA-1 (16 hex digits) of a state dict's names and exact tensor bytes."""
+    sha = hashlib.sha1()
+    for name in sorted(state):
+        sha.update(name.encode())
+        sha.update(state[name].detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return sha.hexdigest()[:16]
 
 
 def _clone_tree(value: Any) -> Any:

@@ -16,6 +16,7 @@ from vireid.training.methods._base import (
     ReIDMethod,
     TrainForward,
     all_gather_cat,
+    broadcast_from_main,
     shard_batch,
 )
 from vireid.training.methods._baseline import BaselineConfig, BaselineMethod
@@ -44,6 +45,7 @@ __all__ = [
     "SupervisedMethod",
     "TrainForward",
     "all_gather_cat",
+    "broadcast_from_main",
     "build_method",
     "shard_batch",
 ]

@@ -14,7 +14,9 @@ in order::
 from ``ctx.seed`` (re-seeded per epoch, so a resumed run repeats an interrupted epoch exactly). Under
 DDP every rank calls ``refresh`` on the same gathered features (identical labels on every rank) and
 ``epoch_batches`` yields the rank's shard of each global batch (:func:`shard_batch`); memory updates
-must use :func:`all_gather_cat` so every rank applies the same update in the same order.
+must use :func:`all_gather_cat` so every rank applies the same update in the same order. A method ends
+``refresh`` by taking rank 0's labels, association results and memories (:func:`broadcast_from_main`), so
+every rank trains on exactly the same ones.
 
 Methods import only ``vireid.training.engine._config`` from the engine (never the engine package),
 which keeps the engine ↔ methods imports acyclic.
@@ -22,10 +24,11 @@ which keeps the engine ↔ methods imports acyclic.
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import torch
@@ -45,6 +48,7 @@ __all__ = [
     "RefreshContext",
     "TrainForward",
     "all_gather_cat",
+    "broadcast_from_main",
     "build_train_set",
     "shard_batch",
     "share_stem_init",
@@ -255,6 +259,41 @@ def all_gather_cat(tensor: Tensor) -> Tensor:
     parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, tensor.detach().contiguous())
     return torch.cat(parts, dim=0)
+
+
+T = TypeVar("T")
+
+
+def broadcast_from_main(value: T, dist_info: DistInfo, device: torch.device) -> T:
+    """Rank 0's ``value`` on every rank (identity when not distributed); all ranks must call it.
+
+    Pseudo labels, association results and memories are computed on every rank (feature extraction is
+    collective) but only rank 0's result is kept: this makes them identical on all ranks whatever the
+    floating-point or RNG differences between processes (issue 11; docs/architecture.md "Multi-GPU").
+    ``value`` is serialised with ``torch.save`` (tensors, modules, NumPy arrays, dataclasses; shared
+    references are kept, e.g. one memory under two keys) and loaded on the other ranks with its tensors on
+    ``device``. Rank 0 keeps its own object.
+
+    Args:
+        value: any ``torch.save``-able object.
+        dist_info: this process's rank / world size.
+        device: where the receiving ranks put the tensors.
+
+    Returns:
+        ``value`` on rank 0, rank 0's copy elsewhere.
+    """
+    if not dist_info.distributed:
+        return value
+    payload: list[Any] = [None]
+    if dist_info.is_main:
+        buffer = io.BytesIO()
+        torch.save(value, buffer)
+        payload = [buffer.getvalue()]
+    dist.broadcast_object_list(payload, src=0)
+    if dist_info.is_main:
+        return value
+    loaded: T = torch.load(io.BytesIO(payload[0]), map_location=device, weights_only=False)
+    return loaded
 
 
 def build_train_set(

@@ -10,10 +10,14 @@ methods.md §A.4.4 stage 1 (and §E, the ADCA lineage)::
 * Batches (:meth:`BaselineMethod.epoch_batches`): the SALCR stage-1 paired sampler (P visible + P
   infrared clusters drawn independently, K images each, §A.2); visible images give a plain view V and an
   augmented view A with the same label, infrared images one view R.
-* Memory updates (§0.4, ``cross=False``): after the backward, under ``no_grad``, sequentially in batch
-  order — ``m_v`` with the rows [V; A], ``m_r`` with R — using the detached features of the step, so the
-  logits saw the pre-update memory. Under DDP the rows are gathered from all ranks first (same order as
-  a single process would use).
+* Memory updates (§0.4, ``cross=False``), per sample in batch order, with the detached features of the
+  step; the logits see the step-start memory. ``memory.update_order: official`` (default) follows the
+  official step, which builds ``CE(m_v(f_V))`` before ``CE(m_v(f_A))`` and updates ``m_v`` inside their
+  backward: ``m_v`` takes the A rows first, then the V rows, and V's gradient is taken against ``m_v``
+  already updated with A (:meth:`~vireid.training.memory.ClusterMemory.chained_losses`). ``pre_update``:
+  both gradients on the step-start memory, then V rows, then A rows. The new memories are stored after
+  the backward. Under DDP the rows are gathered from all ranks first (same order as a single process
+  would use).
 
 The baseline learns no cross-modality association: what transfers across modalities comes from the
 shared trunk. It runs on either backbone: ``feature`` names the ``forward_train`` outputs whose
@@ -25,7 +29,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,19 +37,18 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from vireid.training.engine._config import TrainConfig, config_from_dict
+from vireid.training.memory import ClusterMemory, MemoryUse
 from vireid.training.methods._base import (
     MODALITIES,
     PseudoLabels,
     RefreshContext,
     TrainForward,
     all_gather_cat,
+    broadcast_from_main,
     build_train_set,
     shard_batch,
     share_stem_init,
 )
-
-if TYPE_CHECKING:
-    from vireid.training.memory import ClusterMemory
 
 __all__ = ["BaselineConfig", "BaselineMethod"]
 
@@ -103,7 +106,7 @@ class BaselineMethod:
         self.forward_kwargs: dict[str, Any] = {"with_parts": False} if cfg.model.arch == "salcr" else {}
         self.memories: dict[str, Any] = {}
         self.labels: PseudoLabels | None = None
-        self._pending: list[tuple[str, Tensor, Tensor]] = []
+        self._pending: list[tuple[ClusterMemory, Tensor]] = []
 
     # ------------------------------------------------------------------ protocol
 
@@ -117,7 +120,10 @@ class BaselineMethod:
             share_stem_init(self.model)
 
     def refresh(self, ctx: RefreshContext) -> PseudoLabels:
-        """Cluster each modality and rebuild its cluster memory (methods.md §0.3, §A.3)."""
+        """Cluster each modality and rebuild its cluster memory (methods.md §0.3, §A.3).
+
+        Under DDP rank 0's labels and memories are kept on every rank (:func:`broadcast_from_main`).
+        """
         from vireid.training.pseudo_labels import dbscan_pseudo_labels, jaccard_distance
 
         cl, momentum = self.cfg.cluster, ctx.momentum(self.cfg.memory.momentum)
@@ -132,14 +138,15 @@ class BaselineMethod:
             if labels[modality].max(initial=-1) < 0:
                 continue  # no cluster: the collapse guard (or epoch_batches) reports it
             self.memories[modality] = self._centroid_memory(feats, labels[modality], momentum, ctx.device)
-        self.labels = PseudoLabels(labels)
+        self.labels, self.memories = broadcast_from_main(
+            (PseudoLabels(labels), self.memories), ctx.dist, ctx.device
+        )
         return self.labels
 
     def _centroid_memory(
         self, feats: Tensor, labels: np.ndarray, momentum: float, device: torch.device
     ) -> ClusterMemory:
         """Cluster memory of the normalised centroids of the normalised ``feats`` (N, D) per label (§A.3)."""
-        from vireid.training.memory import ClusterMemory
         from vireid.training.pseudo_labels import cluster_centroids
 
         centroids = cluster_centroids(feats, labels, normalize_inputs=True)
@@ -195,23 +202,25 @@ class BaselineMethod:
         feats = torch.cat([out[k] for k in self.feature_keys], dim=1).float()
         n = v.shape[0]
         f_v, f_a, f_r = feats[:n], feats[n : 2 * n], feats[2 * n :]
-        losses = {
-            "loss_v": self.memories["visible"].loss(f_v, y_v),
-            "loss_a": self.memories["visible"].loss(f_a, y_v),
-            "loss_r": self.memories["infrared"].loss(f_r, y_r),
-        }
-        losses["loss"] = losses["loss_v"] + losses["loss_a"] + losses["loss_r"]
-        self._pending = [
-            ("visible", torch.cat([all_gather_cat(f_v), all_gather_cat(f_a)]), all_gather_cat(y_v).repeat(2)),
-            ("infrared", all_gather_cat(f_r), all_gather_cat(y_r)),
+        y_v_all, y_r_all = all_gather_cat(y_v), all_gather_cat(y_r)
+        visible = [  # in the official construction order: V, then A
+            MemoryUse(f_v, y_v, all_gather_cat(f_v.detach()), y_v_all),
+            MemoryUse(f_a, y_v, all_gather_cat(f_a.detach()), y_v_all),
         ]
+        order = self.cfg.memory.update_order
+        (loss_v, loss_a), bank_v = self.memories["visible"].chained_losses(visible, update_order=order)
+        (loss_r,), bank_r = self.memories["infrared"].chained_losses(
+            [MemoryUse(f_r, y_r, all_gather_cat(f_r.detach()), y_r_all)], update_order=order
+        )
+        losses = {"loss_v": loss_v, "loss_a": loss_a, "loss_r": loss_r}
+        losses["loss"] = losses["loss_v"] + losses["loss_a"] + losses["loss_r"]
+        self._pending = [(self.memories["visible"], bank_v), (self.memories["infrared"], bank_r)]
         return losses
 
     def after_backward(self) -> None:
-        """Sequential momentum updates of both memories with the last step's rows (§0.4)."""
-        with torch.no_grad():
-            for modality, feats, targets in self._pending:
-                self.memories[modality].update(feats, targets, order="sequential")
+        """Store the memories the last step's updates produced (§0.4, ``memory.update_order``)."""
+        for memory, bank in self._pending:
+            memory.assign(bank)
         self._pending = []
 
     def state_dict(self) -> dict[str, Any]:
@@ -226,8 +235,6 @@ class BaselineMethod:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore memories and labels (the next ``refresh`` rebuilds both anyway)."""
-        from vireid.training.memory import ClusterMemory
-
         momentum, temperature = self.cfg.memory.momentum, self.cfg.memory.temperature
         self.memories = {}
         for modality, feats in state.get("memories", {}).items():

@@ -1,11 +1,15 @@
-"""Helpers shared by the two model families: modality checks, BN-necks and the export wrapper."""
+"""Helpers shared by the two model families: modality checks, BN-necks, the export wrapper and
+BatchNorm-safe activation checkpointing."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Protocol, cast
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 MODALITIES: tuple[str, ...] = ("visible", "infrared")
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -132,3 +136,45 @@ class ExtractModule(nn.Module):
         """
         # ``model`` is held as an nn.Module (so it is a registered submodule); it implements ReIDModel.
         return cast(ReIDModel, self.model).extract(x, self.modality)
+
+
+@contextlib.contextmanager
+def _keep_batchnorm_statistics(module: nn.Module) -> Iterator[None]:
+    """Restore every BatchNorm running statistic of ``module`` on exit (used while recomputing)."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [
+        [b.clone() for b in (m.running_mean, m.running_var, m.num_batches_tracked) if b is not None]
+        for m in norms
+    ]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, buffers in zip(norms, saved, strict=True):
+                live = [b for b in (m.running_mean, m.running_var, m.num_batches_tracked) if b is not None]
+                for target, value in zip(live, buffers, strict=True):
+                    target.copy_(value)
+
+
+def checkpointed_call(module: nn.Module, x: Tensor) -> Tensor:
+    """``module(x)`` whose activations are recomputed in the backward (``torch.utils.checkpoint``).
+
+    Non-reentrant checkpointing with the RNG state replayed. The recomputation runs the module's forward a
+    second time; its BatchNorm running statistics are restored afterwards, so they are updated once per
+    forward exactly as without checkpointing (gradients and statistics are unchanged; only memory and
+    compute differ).
+
+    Args:
+        module: any module taking one tensor.
+        x: its (B, ...) input.
+
+    Returns:
+        ``module(x)``.
+    """
+    out: Tensor = checkpoint(
+        module,
+        x,
+        use_reentrant=False,
+        context_fn=lambda: (contextlib.nullcontext(), _keep_batchnorm_statistics(module)),
+    )
+    return out

@@ -36,6 +36,7 @@ from ._common import (
     check_eval,
     check_images,
     check_modality,
+    checkpointed_call,
     contract_cfg,
 )
 
@@ -161,9 +162,20 @@ class Trunk(nn.Module):
             blocks += [Bottleneck(in_channels, width) for _ in range(count - 1)]
             layers.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3, self.layer4 = layers
+        self.grad_checkpointing = False
 
     def forward(self, x: Tensor) -> Tensor:
-        """(B, stem, H/4, W/4) → (B, C, H4, W4); 288×144 input gives (B, 2048, 18, 9)."""
+        """(B, stem, H/4, W/4) → (B, C, H4, W4); 288×144 input gives (B, 2048, 18, 9).
+
+        With ``grad_checkpointing`` (training mode, autograd on) each Bottleneck's activations are
+        recomputed in the backward instead of kept (:func:`checkpointed_call`; same outputs, gradients
+        and BatchNorm statistics).
+        """
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+                for block in layer:
+                    x = checkpointed_call(block, x)
+            return x
         out: Tensor = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return out
 
@@ -271,6 +283,23 @@ class TwoStreamResNet50(nn.Module):
     def embed_dim(self) -> int:
         """D of ``extract`` (= C, 2048 for the full model)."""
         return self.cfg.out_channels
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing over the shared trunk's Bottleneck blocks (timm's method name).
+
+        Trades compute (one more trunk forward per step) for activation memory; docs/benchmarks.md
+        "Activation checkpointing" has the measured saving. ``method_options.grad_checkpointing`` of SALCR.
+
+        Raises:
+            ValueError: the backbone has no Bottleneck trunk (the MobileNetV2 ``mobile`` variant).
+        """
+        if not isinstance(self.trunk, Trunk):
+            raise ValueError(
+                f"grad_checkpointing is implemented for the ResNet-50 trunk; {type(self).__name__} has "
+                f"{type(self.trunk).__name__} (set grad_checkpointing: false)"
+            )
+        self.trunk.grad_checkpointing = enable
+        logger.info("activation checkpointing %s on the ResNet trunk", "on" if enable else "off")
 
     def reset_part_head(self) -> None:
         """Re-create SAFL (``part_pool``) and ``bottleneck_part`` (stage-2 start, methods.md §A.1).

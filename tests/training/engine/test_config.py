@@ -131,3 +131,22 @@ def test_infrared_eps_falls_back_to_eps_and_is_validated() -> None:
     assert (cfg.eps_for("visible"), cfg.eps_for("infrared")) == (0.5, 0.4)
     with pytest.raises(ValueError, match="eps_infrared"):
         ClusterConfig(eps_infrared=1.5)
+
+
+def test_pydantic_errors_name_the_key_deep_in_the_tree() -> None:
+    from pydantic import BaseModel
+
+    from vireid.training.engine import config_model
+
+    assert issubclass(config_model(TrainConfig), BaseModel)
+    with pytest.raises(TypeError, match=r"data\.cameras\.cam1: expected str, got int 3"):
+        load_config(None, ["data.cameras={cam1: 3}"])
+    with pytest.raises(TypeError, match=r"model\.input_size\.1: expected int, got str 'x'"):
+        load_config(None, ["model.input_size=[144, x]"])
+    with pytest.raises(TypeError, match=r"data\.synthetic\.size: .*at most 2 items"):
+        load_config(None, ["data.synthetic.size=[1, 2, 3]"])
+    with pytest.raises(KeyError, match=r"stages\.0\.foo.*valid keys under 'stages\.0'.*reset_optimizer"):
+        load_config(None, ["stages.0.foo=1"])
+    assert load_config(None, ["optim.lr=1"]).optim.lr == 1.0  # int -> float
+    with pytest.raises(TypeError, match=r"cluster\.eps: expected float, got NoneType"):
+        load_config(None, ["cluster.eps=null"])

@@ -12,10 +12,12 @@ from vireid.training.engine import (
     NonFiniteLossError,
     OptimConfig,
     Trainer,
+    build_lr_scheduler,
     build_optimizer,
     load_checkpoint,
     lr_factor,
 )
+from vireid.training.engine._callbacks import scheduler_epoch
 
 
 def _assert_same_state(a: Trainer, b: Trainer) -> None:
@@ -160,6 +162,28 @@ def test_lr_schedule() -> None:
     assert [lr_factor(multi, e) for e in range(5)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
     step = OptimConfig(name="sgd", schedule="step", step_size=2, gamma=0.5, warmup_epochs=2)
     assert [lr_factor(step, e) for e in range(4)] == pytest.approx([0.5, 1.0, 0.5, 0.5])
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        OptimConfig(milestones=(2, 4), gamma=0.1),
+        OptimConfig(milestones=(2, 4), gamma=0.1, warmup_epochs=3),
+        OptimConfig(name="sgd", schedule="step", step_size=2, gamma=0.5, warmup_epochs=2),
+        OptimConfig(schedule="constant", warmup_epochs=4),
+        OptimConfig(schedule="step", step_size=20, gamma=0.1),
+    ],
+)
+def test_torch_scheduler_matches_the_closed_form(cfg: OptimConfig) -> None:
+    """build_lr_scheduler (torch.optim.lr_scheduler objects) gives lr_factor's LR every epoch."""
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([{"params": [param], "initial_lr": 0.5}], lr=0.5)
+    scheduler = build_lr_scheduler(cfg, optimizer)
+    for epoch in range(45):
+        assert scheduler_epoch(scheduler) == epoch
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5 * lr_factor(cfg, epoch), rel=1e-12)
+        optimizer.step()
+        scheduler.step()
 
 
 def test_lr_applied_per_epoch(tmp_path, fake_method, trainer_factory) -> None:

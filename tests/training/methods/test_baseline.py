@@ -140,3 +140,83 @@ def test_share_stem_init_copies_the_visible_stem_and_needs_two_streams() -> None
     assert torch.equal(model.visible_stem.conv1.weight, model.thermal_stem.conv1.weight)
     with pytest.raises(ValueError, match="two-stream"):
         share_stem_init(torch.nn.Linear(2, 2))
+
+
+class OfficialCM(torch.autograd.Function):
+    """cluster-contrast's ``CM`` op as SALCR ships it: the memory is updated inside the backward, after the
+    gradient of this term is taken against the memory *as it is at that moment* (methods.md §0.4)."""
+
+    @staticmethod
+    def forward(ctx, inputs, targets, features, momentum):  # type: ignore[no-untyped-def]
+        ctx.features, ctx.momentum = features, momentum
+        ctx.save_for_backward(inputs, targets)
+        return inputs.mm(features.t())
+
+    @staticmethod
+    def backward(ctx, grad_outputs):  # type: ignore[no-untyped-def]
+        inputs, targets = ctx.saved_tensors
+        grad_inputs = grad_outputs.mm(ctx.features)
+        for x, y in zip(inputs, targets, strict=True):
+            ctx.features[y] = ctx.momentum * ctx.features[y] + (1.0 - ctx.momentum) * x
+            ctx.features[y] /= ctx.features[y].norm()
+        return grad_inputs, None, None, None
+
+
+def _official_cm_loss(f, targets, features, momentum, tau):  # type: ignore[no-untyped-def]
+    """The official ``ClusterMemory.forward``: CE(CM(norm(f)) / τ)."""
+    logits = OfficialCM.apply(torch.nn.functional.normalize(f, dim=1), targets, features, momentum) / tau
+    return torch.nn.functional.cross_entropy(logits, targets)
+
+
+def _two_view_step(update_order: str):  # type: ignore[no-untyped-def]
+    """A hand-sized SALCR stage-1 step: 3 visible clusters, 2 infrared, D = 4, B = 5 per view."""
+    g = torch.Generator().manual_seed(3)
+    c_v, c_r = torch.randn(3, 4, generator=g), torch.randn(2, 4, generator=g)
+    feats = torch.randn(15, 4, generator=g)
+    y_v, y_r = torch.tensor([0, 0, 1, 2, 0]), torch.tensor([1, 0, 1, 1, 0])
+    cfg = load_config(None, ["memory.momentum=0.2", f"memory.update_order={update_order}"])
+    method = BaselineMethod(cfg, torch.nn.Linear(1, 1))
+    from vireid.training.memory import ClusterMemory
+
+    method.memories = {
+        "visible": ClusterMemory(c_v, temperature=0.05, momentum=0.2),
+        "infrared": ClusterMemory(c_r, temperature=0.05, momentum=0.2),
+    }
+    leaf = feats.clone().requires_grad_(True)
+    batch = {
+        "rgb": torch.zeros(5, 1),
+        "rgb_aug": torch.zeros(5, 1),
+        "ir": torch.zeros(5, 1),
+        "rgb_label": y_v,
+        "ir_label": y_r,
+    }
+    losses = method.training_step(batch, forward=lambda *a, **k: {"f_g": leaf})
+    losses["loss"].backward()
+    method.after_backward()
+    return (c_v, c_r, feats, y_v, y_r), losses, leaf.grad, method.memories
+
+
+def test_two_view_step_reproduces_the_official_update_order() -> None:
+    """Official SALCR stage 1 builds CE(m_v(V)) then CE(m_v(A)), so its backward updates m_v with A first,
+    then takes V's gradient against that updated m_v and updates it with V (issue 11, methods.md §0.4)."""
+    (c_v, c_r, feats, y_v, y_r), losses, grad, memories = _two_view_step("official")
+    mem_v = torch.nn.functional.normalize(c_v, dim=1).clone()
+    mem_r = torch.nn.functional.normalize(c_r, dim=1).clone()
+    ref = feats.clone().requires_grad_(True)
+    f_v, f_a, f_r = ref[:5], ref[5:10], ref[10:]
+    loss_v = _official_cm_loss(f_v, y_v, mem_v, 0.2, 0.05)  # built first ...
+    loss_a = _official_cm_loss(f_a, y_v, mem_v, 0.2, 0.05)  # ... so its backward runs second
+    loss_r = _official_cm_loss(f_r, y_r, mem_r, 0.2, 0.05)
+    (loss_v + loss_a + loss_r).backward()
+
+    torch.testing.assert_close(losses["loss"], (loss_v + loss_a + loss_r).detach(), rtol=0, atol=1e-6)
+    torch.testing.assert_close(grad, ref.grad, rtol=0, atol=1e-6)
+    torch.testing.assert_close(memories["visible"].features, mem_v, rtol=0, atol=1e-6)
+    torch.testing.assert_close(memories["infrared"].features, mem_r, rtol=0, atol=1e-6)
+
+    # the earlier order (both gradients on the step-start memory, V rows then A rows) differs visibly
+    _, old_losses, old_grad, old_memories = _two_view_step("pre_update")
+    torch.testing.assert_close(old_losses["loss"], losses["loss"], rtol=0, atol=1e-6)  # same values
+    assert (old_grad[:5] - grad[:5]).abs().max() > 1e-3  # V rows: the gradient memory differs
+    torch.testing.assert_close(old_grad[5:], grad[5:], rtol=0, atol=1e-6)  # A and R rows agree
+    assert (old_memories["visible"].features - mem_v).abs().max() > 1e-3

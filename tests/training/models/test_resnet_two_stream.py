@@ -238,3 +238,38 @@ def test_reset_part_head_changes_part_params_only(tiny: TwoStreamResNet50) -> No
     assert not tiny.bottleneck_part.bias.requires_grad
     # kaiming-normal tokens: std ~ sqrt(2 / C)
     assert 0.5 < tiny.part_pool.tokens.std().item() / math.sqrt(2 / C_TINY) < 1.5
+
+
+def test_grad_checkpointing_keeps_outputs_gradients_and_bn_statistics() -> None:
+    """The trunk recomputes its blocks in the backward: same outputs, gradients and BN running statistics
+    (the recomputation must not update them a second time)."""
+    from vireid.training.models import build_model
+
+    def step(checkpointing: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
+        torch.manual_seed(0)
+        model = build_model("salcr", variant="tiny").train()
+        if checkpointing:
+            model.set_grad_checkpointing(True)
+        x = torch.randn(
+            6, 3, *model.default_cfg["input_size"][1:], generator=torch.Generator().manual_seed(1)
+        )
+        out = model.forward_train(x[:4], x[4:])
+        (out["f_pg"].square().mean() + out["f_g"].sum()).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return grads, {n: b.clone() for n, b in model.named_buffers()}, out["f_pg"].detach()
+
+    plain_grads, plain_buffers, plain_out = step(False)
+    grads, buffers, out = step(True)
+    torch.testing.assert_close(out, plain_out, rtol=0, atol=0)
+    assert grads.keys() == plain_grads.keys()
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(grads[name], grad, rtol=1e-5, atol=1e-6, msg=name)
+    for name, buffer in plain_buffers.items():
+        torch.testing.assert_close(buffers[name], buffer, rtol=0, atol=0, msg=name)
+
+
+def test_grad_checkpointing_needs_the_resnet_trunk() -> None:
+    from vireid.training.models import build_model
+
+    with pytest.raises(ValueError, match="grad_checkpointing"):
+        build_model("salcr", variant="mobile").set_grad_checkpointing(True)

@@ -27,6 +27,7 @@ __all__ = [
     "Association",
     "SinkhornResult",
     "associate",
+    "beta_change",
     "cmfp",
     "fused_centroids",
     "ot_cross_labels",
@@ -98,6 +99,23 @@ class SinkhornResult:
     error: float
 
 
+def beta_change(beta: Tensor, new_beta: Tensor) -> float:
+    """Sinkhorn's stopping error ``Σ|β_old/β_new − 1|`` with NaN terms skipped (methods.md §A.4.1 step 3).
+
+    The official loop sums with ``np.nansum``: a NaN term (``0/0`` where a kernel column underflowed) counts
+    as 0, so the remaining terms decide whether the loop goes on, and an all-NaN error is 0 (the loop stops).
+    A plain sum would turn one NaN term into a NaN error, which ends the loop at once.
+
+    Args:
+        beta: (K,) float64 column scaling before the iteration.
+        new_beta: (K,) float64 column scaling after it.
+
+    Returns:
+        The error as a Python float (never NaN).
+    """
+    return float(torch.nansum((beta / new_beta - 1.0).abs()))
+
+
 def sinkhorn(
     cost: Tensor,
     *,
@@ -110,7 +128,8 @@ def sinkhorn(
 
     ``K = exp(−λ·cost)``, ``a = 1/N``, ``b = 1/K``; start ``β = 1/K``; iterate ``α = a / (K β)``,
     ``β = b / (Kᵀ α)``. On iterations 0, ``check_every``, 2·``check_every``, … the error
-    ``Σ|β_old/β_new − 1|`` is recomputed; the loop ends at the first check with error < ``tol``, or after
+    ``Σ|β_old/β_new − 1|`` is recomputed (NaN terms skipped as the official ``np.nansum``,
+    :func:`beta_change`); the loop ends at the first check with error < ``tol``, or after
     ``max_iter`` iterations. Computed in float64 on the CPU.
 
     Args:
@@ -142,7 +161,7 @@ def sinkhorn(
         alpha = a / (kernel @ beta)
         new_beta = b / (kernel.T @ alpha)
         if iterations % check_every == 0:
-            error = float((beta / new_beta - 1.0).abs().sum())
+            error = beta_change(beta, new_beta)
         beta = new_beta
         iterations += 1
     return SinkhornResult(alpha[:, None] * kernel * beta[None, :], iterations, error)

@@ -66,6 +66,9 @@ class SALCRConfig:
         bool_flags: ``"intent"`` | ``"parity"``, see the module docstring.
         part_memory_labels: ``"dbscan"`` | ``"reassigned"``, see the module docstring.
         cmfp_block_size: rows per block of the blocked CMFP product (memory bound, not a hyper-parameter).
+        grad_checkpointing: activation checkpointing over the ResNet-50 trunk's Bottleneck blocks
+            (``set_grad_checkpointing``): less activation memory for one more trunk forward per step, same
+            gradients and BatchNorm statistics (docs/benchmarks.md "Activation checkpointing").
     """
 
     clusters_per_batch: int = 12
@@ -89,6 +92,7 @@ class SALCRConfig:
     bool_flags: str = "intent"
     part_memory_labels: str = "dbscan"
     cmfp_block_size: int = 4096
+    grad_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         counts = (self.clusters_per_batch, self.num_instances, self.anchors_per_modality)

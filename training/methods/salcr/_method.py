@@ -20,7 +20,8 @@ them) and the OT cross labels; the re-assigned training targets are kept by the 
 after the backward in random order (``cross=True``, §0.4). The official stage 2 is a second run with a fresh
 Adam; the presets reproduce that with ``reset_optimizer: true`` on the cross stage (the engine clears the
 Adam moments and step counts at the stage start; with ``false`` the trunk's moments carry over from stage 1).
-Deviation: under DDP every rank extracts the stage-2 features itself (no sharding of that pass).
+Under DDP every rank extracts the stage-2 features itself (no sharding of that pass) and then keeps rank
+0's labels, association, targets and memories (``broadcast_from_main``), so all ranks train on the same.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from vireid.training.methods._base import (
     RefreshContext,
     TrainForward,
     all_gather_cat,
+    broadcast_from_main,
     build_train_set,
     shard_batch,
     share_stem_init,
@@ -109,6 +111,8 @@ class SALCRMethod:
             raise ValueError("SALCR needs the two-stream ResNet with a part head (model.arch: salcr)")
         if self.options.bool_flags == "parity" and not (self.options.fgsal and self.options.gpcr):
             logger.warning("bool_flags=parity: FGSAL and GPCR stay on, as argparse type=bool parses 'False'")
+        if self.options.grad_checkpointing:
+            model.set_grad_checkpointing(True)  # type: ignore[operator]
         self.phases = tuple(_stage_phase(stage.options, i) for i, stage in enumerate(cfg.stages))
         intra = {
             "clusters_per_batch": self.options.clusters_per_batch,
@@ -145,9 +149,18 @@ class SALCRMethod:
         """Pseudo labels, association and memories of the epoch (§A.3); see the module docstring."""
         self.phase = self.phases[ctx.stage_index]
         if self.phase == "intra":
-            self.labels = self.intra.refresh(ctx)
+            self.labels = self.intra.refresh(ctx)  # broadcasts rank 0's result itself
             return self.labels
-        return self._refresh_cross(ctx)
+        self._refresh_cross(ctx)
+        # under DDP every rank keeps rank 0's labels, association and memories
+        synced = broadcast_from_main(
+            (self.labels, self.targets, self.memories, self.part_memories, self.instances),
+            ctx.dist,
+            ctx.device,
+        )
+        self.labels, self.targets, self.memories, self.part_memories, self.instances = synced
+        assert self.labels is not None
+        return self.labels
 
     def epoch_batches(self, ctx: RefreshContext) -> Iterator[dict[str, Tensor]]:
         """This rank's ``ctx.stage.iters`` batches: stage-1 sampler (intra) or stage-2 sampler (cross)."""

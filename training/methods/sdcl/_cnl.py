@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vireid.training.memory import bank_matmul
+
 __all__ = ["CNLSchedule", "joint_neighbor_mask", "neighbor_loss"]
 
 PROB_FLOOR = 1e-8
@@ -48,7 +50,14 @@ def joint_neighbor_mask(sim_deep: Tensor, sim_shallow: Tensor, *, ratio: float =
     return deep & shallow
 
 
-def neighbor_loss(features: Tensor, memory: Tensor, mask: Tensor, *, temperature: float = 0.05) -> Tensor:
+def neighbor_loss(
+    features: Tensor,
+    memory: Tensor,
+    mask: Tensor,
+    *,
+    temperature: float = 0.05,
+    grad_memory: Tensor | None = None,
+) -> Tensor:
     """Neighbour loss of one depth and direction (methods.md §B.4.1 "Neighbour loss").
 
     Args:
@@ -56,6 +65,8 @@ def neighbor_loss(features: Tensor, memory: Tensor, mask: Tensor, *, temperature
         memory: (N, D) float32 L2-normalised instance memory of the target modality (treated as constant).
         mask: (B, N) bool neighbour sets from :func:`joint_neighbor_mask`.
         temperature: softmax temperature τ (0.05).
+        grad_memory: (N, D) float32 bank the gradient of ``features`` is taken against (SDCL's official step
+            updates the instance memory between the forward and ``loss.backward()``); None = ``memory``.
 
     Returns:
         Scalar: the batch mean of ``−Σ_{j∈P} log p_j / (|P| + 1)``; rows with an empty P contribute 0.
@@ -71,7 +82,7 @@ def neighbor_loss(features: Tensor, memory: Tensor, mask: Tensor, *, temperature
             f"{features.shape}, {memory.shape}, {mask.shape}"
         )
     with torch.autocast(device_type=features.device.type, enabled=False):  # fp32 logits, as the memories
-        logits = F.normalize(features.float(), dim=1) @ memory.detach().float().T / temperature
+        logits = bank_matmul(F.normalize(features.float(), dim=1), memory.float(), grad_memory) / temperature
     log_p = torch.log(torch.softmax(logits, dim=1).clamp_min(PROB_FLOOR))
     weights = mask.float()
     per_row = -(weights * log_p).sum(dim=1) / (weights.sum(dim=1) + 1.0)

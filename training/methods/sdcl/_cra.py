@@ -11,7 +11,10 @@ Visible (RGB) images get labels in the **infrared** label space:
 3. Trained visible images: ``ỹ(i) ≠ −1`` and visible DBSCAN label ``≠ −1``.
 
 Rankings use a *stable* descending sort: among equal similarities the lower gallery index ranks first
-(the official code calls ``torch.topk``, whose order among ties is unspecified).
+(the official code calls ``torch.topk``, whose order among ties is unspecified). Likewise ``l*`` and the
+smoothing vote take the *first* maximum where the official ``topk(·, 1)`` picks an unspecified one among
+tied votes: a deliberate, deterministic choice; on inputs with tied votes 2–5 % of the visible labels can
+differ from an official run (docs/sdcl.md "Deviations").
 """
 
 from __future__ import annotations

@@ -7,7 +7,6 @@ item 3; instance memories start from their normalised rows), which the engine's 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +17,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 from torch.utils.data import DataLoader, Dataset
+
+from vireid.training._precision import autocast as precision_autocast
 
 __all__ = ["RawFeatures", "enable_activation_checkpointing", "extract_raw_features"]
 
@@ -93,7 +94,7 @@ def extract_raw_features(
         batch_size: images per forward.
         device: where the model runs.
         flip: average with the horizontally flipped view.
-        bf16: bf16 autocast (CUDA only; outputs are float32 either way).
+        bf16: bf16 autocast on CUDA or CPU (``precision: bf16``); outputs are float32 either way.
         num_workers: DataLoader workers.
 
     Returns:
@@ -114,11 +115,7 @@ def extract_raw_features(
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
     )
-    autocast = (
-        torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-        if bf16 and device.type == "cuda"
-        else contextlib.nullcontext()
-    )
+    autocast = precision_autocast("bf16" if bf16 else "fp32", device)
     was_training = model.training
     model.eval()
     deep, shallow = [], []

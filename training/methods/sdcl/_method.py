@@ -12,10 +12,16 @@ Per epoch (:meth:`SDCLMethod.refresh`, §B.3):
    If CRA labels no visible image at all (an untrained model; the reference would stop on an empty loader),
    the epoch falls back to the stage-1 memories with a warning (``cra/fallback_intra`` in the log).
 
-Per step (:meth:`SDCLMethod.training_step`, §B.4.1): ``L = L_cc + w_hom·L_hom + w_het·L_het``; after the
-backward (:meth:`SDCLMethod.after_backward`) the instance memories (raw features, per sample) and the
-cluster memories (normalised features, per sample) are updated in batch order. Both memory kinds are the
-shared :mod:`vireid.training.memory` ones (``ClusterMemory``, ``InstanceMemory(momentum=0.9)``).
+Per step (:meth:`SDCLMethod.training_step`, §B.4.1): ``L = L_cc + w_hom·L_hom + w_het·L_het``. The
+instance memories (raw features, per sample) and the cluster memories (normalised features, per sample)
+are updated in batch order, and the new banks are stored after the backward
+(:meth:`SDCLMethod.after_backward`). With ``memory.update_order: official`` (default) the gradients follow
+the official step: the neighbour losses' gradients are taken against the *updated* instance banks (the
+official code updates them before ``loss.backward()`` while the loss holds them by reference), and a
+stage-2 shared cluster memory is updated with the visible rows first, the infrared gradient seeing that
+updated memory (:meth:`SDCLMethod._cluster_terms`). Loss values, neighbour masks and logits always use the
+step-start memories. Both memory kinds are the shared :mod:`vireid.training.memory` ones
+(``ClusterMemory``, ``InstanceMemory(momentum=0.9)``).
 
 Stage switch (§B.4.3) in :meth:`SDCLMethod.on_stage_start`: the ``reload`` stage option (``last`` by
 default; ``best_unsupervised``; ``checkpoint:PATH`` for the authors' test-set selection). The optimizer
@@ -35,13 +41,14 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from vireid.training.engine._config import TrainConfig, config_from_dict
-from vireid.training.memory import ClusterMemory, InstanceMemory
+from vireid.training.memory import ClusterMemory, InstanceMemory, MemoryUse
 from vireid.training.methods._base import (
     MODALITIES,
     PseudoLabels,
     RefreshContext,
     TrainForward,
     all_gather_cat,
+    broadcast_from_main,
     build_train_set,
 )
 from vireid.training.methods.sdcl._cnl import CNLSchedule, joint_neighbor_mask, neighbor_loss
@@ -61,6 +68,19 @@ logger = logging.getLogger(__name__)
 DEPTHS = ("deep", "shallow")
 _SAMPLER_SALT = 11
 _AUG_SALT = 1000
+
+
+_CC_TERMS = {
+    # the official trainer builds the cluster terms IR-shallow, V-shallow, IR-deep, V-deep
+    "official": (("infrared", "shallow"), ("visible", "shallow"), ("infrared", "deep"), ("visible", "deep")),
+    # vireid's earlier update order (all gradients on the step-start memories)
+    "pre_update": (
+        ("infrared", "deep"),
+        ("visible", "deep"),
+        ("visible", "shallow"),
+        ("infrared", "shallow"),
+    ),
+}
 
 
 def _key(modality: str, depth: str) -> str:
@@ -108,7 +128,7 @@ class SDCLMethod:
         self.best: dict[str, Any] | None = None
         self._epoch = 0
         self._stage = self.stage_options[0]
-        self._pending: list[tuple[ClusterMemory | InstanceMemory, Tensor, Tensor]] = []
+        self._pending: list[tuple[ClusterMemory | InstanceMemory, Tensor]] = []
         self._cached: tuple[int, dict[str, RawFeatures]] | None = None
 
     # ------------------------------------------------------------------ protocol
@@ -132,6 +152,7 @@ class SDCLMethod:
             return
         feats = self._features(ctx)
         self._consider(ctx, feats, self._cluster(ctx, feats, modality="infrared", k1=self.cfg.cluster.k1))
+        self.best = broadcast_from_main(self.best, ctx.dist, torch.device("cpu"))  # rank 0's choice
         assert self.best is not None
         logger.info(
             "stage %s starts from the weights at the end of epoch %d (CRA agreement %.4f, best_unsupervised)",
@@ -143,7 +164,11 @@ class SDCLMethod:
         self._cached = None
 
     def refresh(self, ctx: RefreshContext) -> PseudoLabels:
-        """Features → pseudo labels → instance and cluster memories (+ CRA in ``cross`` stages), §B.3."""
+        """Features → pseudo labels → instance and cluster memories (+ CRA in ``cross`` stages), §B.3.
+
+        Under DDP rank 0's labels, CRA result, memories and best-so-far snapshot are kept on every rank
+        (``broadcast_from_main``).
+        """
         self._epoch, self._stage = ctx.epoch, self.stage_options[ctx.stage_index]
         feats = self._features(ctx)
         self._cached = None
@@ -166,7 +191,18 @@ class SDCLMethod:
                 cross["visible"] = self._build_cross(ctx, feats, labels, extras)
             if self._stage.kind == "intra" or cross["visible"].max(initial=-1) < 0:
                 self._build_intra(ctx, feats, labels)
-        self.labels = PseudoLabels(labels, cross, extras)
+        synced = broadcast_from_main(
+            (
+                PseudoLabels(labels, cross, extras),
+                self.cluster_memories,
+                self.instance_memories,
+                self.train_labels,
+            ),
+            ctx.dist,
+            ctx.device,
+        )
+        self.labels, self.cluster_memories, self.instance_memories, self.train_labels = synced
+        self.best = broadcast_from_main(self.best, ctx.dist, torch.device("cpu"))
         return self.labels
 
     def epoch_batches(self, ctx: RefreshContext) -> Iterator[dict[str, Tensor]]:
@@ -225,37 +261,73 @@ class SDCLMethod:
             ("infrared", "shallow"): f_s[split:],
         }
         index, target = {"visible": n_v, "infrared": n_r}, {"visible": y_v, "infrared": y_r}
-        mem = self.cluster_memories
+        views = rgb.shape[0]
+        rows = {key: _gather(f.detach(), key[0], views) for key, f in live.items()}
+        slots = {m: _gather(index[m].unsqueeze(1), m, views).squeeze(1) for m in MODALITIES}
+        labels = {m: _gather(target[m].unsqueeze(1), m, views).squeeze(1) for m in MODALITIES}
+        order = self.cfg.memory.update_order
+        banks = {key: self.instance_memories[_key(*key)].updated(rows[key], slots[key[0]]) for key in live}
+        cc, pending = self._cluster_terms(live, target, rows, labels, order)
         losses = {
-            "loss_cc_deep": mem[_key("infrared", "deep")].loss(live["infrared", "deep"], y_r)
-            + mem[_key("visible", "deep")].loss(live["visible", "deep"], y_v),
-            "loss_cc_shallow": mem[_key("visible", "shallow")].loss(live["visible", "shallow"], y_v)
-            + mem[_key("infrared", "shallow")].loss(live["infrared", "shallow"], y_r),
+            "loss_cc_deep": cc["infrared", "deep"] + cc["visible", "deep"],
+            "loss_cc_shallow": cc["visible", "shallow"] + cc["infrared", "shallow"],
         }
+        grad_banks = banks if order == "official" else None
         zero = f_d.new_zeros(())
         losses["loss_hom"], losses["loss_het"] = zero, zero
         if self.schedule.homogeneous(self._epoch):
             losses["loss_hom"] = sum(
-                (self._cnl(live, index, modality=m, target=m) for m in MODALITIES), start=zero
+                (self._cnl(live, index, modality=m, target=m, grad_banks=grad_banks) for m in MODALITIES),
+                start=zero,
             )
         direction = self.schedule.heterogeneous(self._epoch)
         if direction is not None:
             anchor, memory, factor = direction
-            losses["loss_het"] = factor * self._cnl(live, index, modality=anchor, target=memory)
+            losses["loss_het"] = factor * self._cnl(
+                live, index, modality=anchor, target=memory, grad_banks=grad_banks
+            )
         losses["loss"] = (
             losses["loss_cc_deep"]
             + self.options.shallow_weight * losses["loss_cc_shallow"]
             + self._stage.hom_weight * losses["loss_hom"]
             + self._stage.het_weight * losses["loss_het"]
         )
-        self._queue_updates(live, index, target, views=rgb.shape[0])
+        self._pending = [(self.instance_memories[_key(*key)], bank) for key, bank in banks.items()]
+        self._pending.extend(pending)
         return losses
 
+    def _cluster_terms(
+        self,
+        live: Mapping[tuple[str, str], Tensor],
+        target: Mapping[str, Tensor],
+        rows: Mapping[tuple[str, str], Tensor],
+        labels: Mapping[str, Tensor],
+        order: str,
+    ) -> tuple[dict[tuple[str, str], Tensor], list[tuple[ClusterMemory, Tensor]]]:
+        """The four cluster-contrast terms and the memories they leave (§B.4.1, ``memory.update_order``).
+
+        The terms are built in the official order (infrared-shallow, visible-shallow, infrared-deep,
+        visible-deep). With separate memories (stage 1) the order does not matter; with the stage-2 shared
+        memory of a depth, ``official`` updates it with the visible rows first and takes the infrared
+        gradient against that updated memory (:meth:`ClusterMemory.chained_losses`).
+        """
+        groups: dict[int, tuple[ClusterMemory, list[tuple[str, str]]]] = {}
+        for key in _CC_TERMS[order]:
+            memory = self.cluster_memories[_key(*key)]
+            groups.setdefault(id(memory), (memory, []))[1].append(key)
+        terms: dict[tuple[str, str], Tensor] = {}
+        pending: list[tuple[ClusterMemory, Tensor]] = []
+        for memory, keys in groups.values():
+            uses = [MemoryUse(live[k], target[k[0]], rows[k], labels[k[0]]) for k in keys]
+            values, bank = memory.chained_losses(uses, update_order=order)
+            terms.update(zip(keys, values, strict=True))
+            pending.append((memory, bank))
+        return terms, pending
+
     def after_backward(self) -> None:
-        """Instance then cluster memory updates with the last step's rows, in batch order (§B.4.1)."""
-        with torch.no_grad():
-            for memory, feats, slots in self._pending:
-                memory.update(feats, slots)
+        """Store the instance and cluster memories the last step's updates produced (§B.4.1)."""
+        for memory, bank in self._pending:
+            memory.assign(bank)
         self._pending = []
 
     def state_dict(self) -> dict[str, Any]:
@@ -457,8 +529,13 @@ class SDCLMethod:
         *,
         modality: str,
         target: str,
+        grad_banks: Mapping[tuple[str, str], Tensor] | None = None,
     ) -> Tensor:
-        """``ℓ_d^{a→b} + w_s·ℓ_s^{a→b}`` with the joint deep/shallow mask from the pre-update memories."""
+        """``ℓ_d^{a→b} + w_s·ℓ_s^{a→b}`` with the joint deep/shallow mask from the pre-update memories.
+
+        ``grad_banks``: (modality, depth) → the updated instance bank the gradient is taken against
+        (``official``: the official step updates the banks before the backward); None = the current banks.
+        """
         inst = self.instance_memories
         with torch.no_grad():
             sims = [
@@ -475,41 +552,16 @@ class SDCLMethod:
                     inst[_key(target, depth)].features,
                     mask,
                     temperature=self.options.neighbor_temperature,
+                    grad_memory=None if grad_banks is None else grad_banks[target, depth],
                 )
                 for depth in DEPTHS
             ),
             start=live[modality, "deep"].new_zeros(()),
         )
 
-    def _queue_updates(
-        self,
-        live: Mapping[tuple[str, str], Tensor],
-        index: Mapping[str, Tensor],
-        target: Mapping[str, Tensor],
-        *,
-        views: int,
-    ) -> None:
-        """Gather the step's rows over ranks (visible: view 1 of all ranks, then view 2) for the updates."""
 
-        def gather(x: Tensor, modality: str) -> Tensor:
-            if modality == "infrared":
-                return all_gather_cat(x.detach())
-            return torch.cat([all_gather_cat(x[:views].detach()), all_gather_cat(x[views:].detach())])
-
-        pending: list[tuple[ClusterMemory | InstanceMemory, Tensor, Tensor]] = []
-        for m, depth in live:
-            rows = gather(live[m, depth], m)
-            pending.append(
-                (self.instance_memories[_key(m, depth)], rows, gather(index[m].unsqueeze(1), m).squeeze(1))
-            )
-        for m, depth in (
-            ("infrared", "deep"),
-            ("visible", "deep"),
-            ("visible", "shallow"),
-            ("infrared", "shallow"),
-        ):
-            rows = gather(live[m, depth], m)
-            pending.append(
-                (self.cluster_memories[_key(m, depth)], rows, gather(target[m].unsqueeze(1), m).squeeze(1))
-            )
-        self._pending = pending
+def _gather(x: Tensor, modality: str, views: int) -> Tensor:
+    """Rows of all ranks in single-process order: infrared as is; visible view 1 of all ranks, then view 2."""
+    if modality == "infrared":
+        return all_gather_cat(x)
+    return torch.cat([all_gather_cat(x[:views]), all_gather_cat(x[views:])])

@@ -215,3 +215,12 @@ def test_stage_starts_share_stems_then_reset_the_part_head() -> None:
     assert torch.equal(model.part_pool.tokens, tokens)  # intra stage: part head untouched
     method.on_stage_start(SimpleNamespace(epoch=4, stage_index=1))  # type: ignore[arg-type]
     assert not torch.equal(model.part_pool.tokens, tokens)  # cross stage: re-created
+
+
+def test_grad_checkpointing_option_switches_the_trunk() -> None:
+    cfg = load_config(CONFIG, ["method_options.grad_checkpointing=true"])
+    method = build_method(cfg, model=build_model("salcr", variant="tiny"))
+    assert method.model.trunk.grad_checkpointing
+    assert not build_method(
+        load_config(CONFIG), model=build_model("salcr", variant="tiny")
+    ).model.trunk.grad_checkpointing

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from vireid.training.methods.salcr import ot_cross_labels, sinkhorn
+from vireid.training.methods.salcr import beta_change, ot_cross_labels, sinkhorn
 
 
 def _loop_sinkhorn(
@@ -104,3 +104,13 @@ def test_cross_labels_follow_the_plan_not_the_nearest_centroid() -> None:
 def test_bad_input_raises(cost: torch.Tensor, kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         sinkhorn(cost, **kwargs)
+
+
+def test_stopping_error_skips_nan_terms_like_the_official_nansum() -> None:
+    nan = float("nan")
+    beta = torch.tensor([0.5, 0.0, 0.25], dtype=torch.float64)
+    new = torch.tensor([0.25, 0.0, 0.25], dtype=torch.float64)  # 0/0 in the middle
+    assert beta_change(beta, new) == pytest.approx(float(np.nansum(np.abs(beta.numpy() / new.numpy() - 1))))
+    assert beta_change(beta, new) == pytest.approx(1.0)  # a plain sum would be NaN and end the loop
+    all_nan = torch.tensor([nan, nan], dtype=torch.float64)
+    assert beta_change(all_nan, all_nan) == 0.0  # np.nansum of all-NaN is 0: the loop stops

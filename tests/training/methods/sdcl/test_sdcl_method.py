@@ -190,3 +190,156 @@ def test_smoke_two_stages_and_checkpoint(tmp_path) -> None:
     assert "cra/agreement" in state.history[1] and "eval/mAP" in state.history[1]
     model, rest = load_model_from_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert rest["training_method"] == "sdcl" and model.default_cfg["embed_dim"] == 128
+
+
+# ------------------------------------------------------------------------------------------ official order
+
+
+class OfficialCM(torch.autograd.Function):
+    """cluster-contrast's ``CM`` op as SDCL ships it: gradient on the memory as it is when the backward
+    reaches this term, then the per-sample update inside the backward (methods.md §0.4)."""
+
+    @staticmethod
+    def forward(ctx, inputs, targets, features, momentum):  # type: ignore[no-untyped-def]
+        ctx.features, ctx.momentum = features, momentum
+        ctx.save_for_backward(inputs, targets)
+        return inputs.mm(features.t())
+
+    @staticmethod
+    def backward(ctx, grad_outputs):  # type: ignore[no-untyped-def]
+        inputs, targets = ctx.saved_tensors
+        grad_inputs = grad_outputs.mm(ctx.features)
+        for x, y in zip(inputs, targets, strict=True):
+            ctx.features[y] = ctx.momentum * ctx.features[y] + (1.0 - ctx.momentum) * x
+            ctx.features[y] /= ctx.features[y].norm()
+        return grad_inputs, None, None, None
+
+
+def _official_cc(f, y, memory):  # type: ignore[no-untyped-def]
+    logits = OfficialCM.apply(torch.nn.functional.normalize(f, dim=1), y, memory, 0.2) / 0.05
+    return torch.nn.functional.cross_entropy(logits, y)
+
+
+def _official_neighbor(f_d, f_s, anchor_rows, wise, a, b):  # type: ignore[no-untyped-def]
+    """Official CNL for anchors of modality a against memory b: masks from the memories under no_grad,
+    then the live sims against ``wise[b].data`` (a reference the later in-place update changes)."""
+    with torch.no_grad():
+        sim_d = wise[a, "deep"][anchor_rows].mm(wise[b, "deep"].t())
+        sim_s = wise[a, "shallow"][anchor_rows].mm(wise[b, "shallow"].t())
+        mask = (sim_d > sim_d.max(dim=1, keepdim=True)[0] * 0.9) & (
+            sim_s > sim_s.max(dim=1, keepdim=True)[0] * 0.9
+        )
+        num = mask.sum(dim=1) + 1
+    out = []
+    for f, depth in ((f_d, "deep"), (f_s, "shallow")):
+        sim = torch.nn.functional.normalize(f, dim=1).mm(wise[b, depth].data.t())
+        score = torch.softmax(sim / 0.05, dim=1).clamp_min(1e-8)
+        out.append((-score.log().mul(mask).sum(dim=1)).div(num).mean())
+    return out[0] + 0.5 * out[1]
+
+
+def _official_sdcl_step(cluster, wise, feats, batch, *, shared, epoch, weights):  # type: ignore[no-untyped-def]
+    """The official SDCL iteration (trainers.py) on the same inputs, written out in its order."""
+    f_d, f_s = (x.clone().requires_grad_(True) for x in feats)
+    n = 2 * batch["rgb_label"].numel()
+    y_v, y_r = batch["rgb_label"].repeat(2), batch["ir_label"]
+    i_v, i_r = batch["rgb_index"].repeat(2), batch["ir_index"]
+    mem = {k: v.clone() for k, v in cluster.items()}
+    if shared:  # stage 2: memory_rgb = memory_ir = the shared memory of a depth
+        mem["infrared", "deep"], mem["infrared", "shallow"] = (
+            mem["visible", "deep"],
+            mem["visible", "shallow"],
+        )
+    # cluster terms in the official construction order: IR-shallow, V-shallow, IR-deep, V-deep
+    loss_ir_s = _official_cc(f_s[n:], y_r, mem["infrared", "shallow"])
+    loss_rgb_s = _official_cc(f_s[:n], y_v, mem["visible", "shallow"])
+    loss_ir = _official_cc(f_d[n:], y_r, mem["infrared", "deep"])
+    loss_rgb = _official_cc(f_d[:n], y_v, mem["visible", "deep"])
+    w = {k: v.clone() for k, v in wise.items()}
+    rows = {"visible": (f_d[:n], f_s[:n], i_v), "infrared": (f_d[n:], f_s[n:], i_r)}
+    hom = sum(_official_neighbor(*rows[m][:2], rows[m][2], w, m, m) for m in ("visible", "infrared"))
+    a, b = ("visible", "infrared") if epoch % 2 == 0 else ("infrared", "visible")
+    het = (0.1 if a == "visible" else 1.0) * _official_neighbor(*rows[a][:2], rows[a][2], w, a, b)
+    loss = loss_ir + loss_rgb + loss_rgb_s + loss_ir_s + weights[0] * hom + weights[1] * het
+    with torch.no_grad():  # updateEM before loss.backward(): raw features, EMA 0.9, in batch order
+        for m in ("visible", "infrared"):
+            for depth, x in zip(("deep", "shallow"), rows[m][:2], strict=True):
+                for xi, yi in zip(x, rows[m][2], strict=True):
+                    w[m, depth][yi] = 0.9 * w[m, depth][yi] + 0.1 * xi
+                    w[m, depth][yi] /= w[m, depth][yi].norm()
+    loss.backward()
+    return loss.detach(), (f_d.grad, f_s.grad), mem, w
+
+
+def _vireid_sdcl_step(cfg, cluster, wise, feats, batch, *, shared, epoch):  # type: ignore[no-untyped-def]
+    from vireid.training.memory import ClusterMemory, InstanceMemory
+
+    method = SDCLMethod(cfg, torch.nn.Linear(1, 1))
+    stage = 1 if shared else 0
+    method._epoch, method._stage = epoch, method.stage_options[stage]
+    mems = {k: ClusterMemory(v, temperature=0.05, momentum=0.2) for k, v in cluster.items()}
+    if shared:
+        mems["infrared", "deep"], mems["infrared", "shallow"] = (
+            mems["visible", "deep"],
+            mems["visible", "shallow"],
+        )
+    method.cluster_memories = {f"{m}/{d}": mem for (m, d), mem in mems.items()}
+    method.instance_memories = {
+        f"{m}/{d}": InstanceMemory(v, momentum=0.9, temperature=0.05) for (m, d), v in wise.items()
+    }
+    f_d, f_s = (x.clone().requires_grad_(True) for x in feats)
+    b = batch["rgb_label"].numel()
+    fake = {"rgb": torch.zeros(b, 1), "rgb_aug": torch.zeros(b, 1), "ir": torch.zeros(b, 1), **batch}
+    losses = method.training_step(fake, forward=lambda *a, **k: {"f_d": f_d, "f_s": f_s})
+    losses["loss"].backward()
+    method.after_backward()
+    mem = {k: method.cluster_memories[f"{k[0]}/{k[1]}"].features for k in cluster}
+    inst = {k: method.instance_memories[f"{k[0]}/{k[1]}"].features for k in wise}
+    return losses["loss"].detach(), (f_d.grad, f_s.grad), mem, inst
+
+
+def _hand_sized_sdcl(seed: int = 4):  # type: ignore[no-untyped-def]
+    """3 visible images per view (2 views), 3 infrared; 3 clusters; 6 / 5 instance rows; D = 4."""
+    g = torch.Generator().manual_seed(seed)
+    unit = lambda *s: torch.nn.functional.normalize(torch.randn(*s, generator=g), dim=1)  # noqa: E731
+    keys = [(m, d) for m in ("visible", "infrared") for d in ("deep", "shallow")]
+    cluster = {k: unit(3, 4) for k in keys}
+    wise = {(m, d): unit(6 if m == "visible" else 5, 4) for m, d in keys}
+    feats = (torch.randn(9, 4, generator=g), torch.randn(9, 4, generator=g))
+    batch = {
+        "rgb_label": torch.tensor([0, 2, 2]),
+        "ir_label": torch.tensor([1, 1, 2]),
+        "rgb_index": torch.tensor([0, 3, 3]),
+        "ir_index": torch.tensor([4, 1, 4]),
+    }
+    return cluster, wise, feats, batch
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["stage1-instance-order", "stage2-shared-memory"])
+def test_step_reproduces_the_official_update_order(shared: bool) -> None:
+    """Stage 1: the instance memories are updated before the backward and the neighbour gradients read the
+    updated banks. Stage 2 adds the shared memories: visible rows update them first, the infrared gradient
+    sees the updated memory (issue 11, methods.md §0.4 / §B.4.1)."""
+    cfg = load_config(CONFIG, ["method_options.het_start=2", "memory.momentum=0.2"])
+    weights = (0.1, 0.1) if shared else (1.0, 0.5)
+    epoch = 3  # L_hom and L_het (infrared -> visible) both active
+    cluster, wise, feats, batch = _hand_sized_sdcl()
+    ref_loss, ref_grads, ref_mem, ref_inst = _official_sdcl_step(
+        cluster, wise, feats, batch, shared=shared, epoch=epoch, weights=weights
+    )
+    loss, grads, mem, inst = _vireid_sdcl_step(cfg, cluster, wise, feats, batch, shared=shared, epoch=epoch)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-6, atol=1e-6)  # a sum of ~50: float rounding
+    for ours, ref in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-6)
+    for key in cluster:
+        torch.testing.assert_close(mem[key], ref_mem[key], rtol=0, atol=1e-6)
+        torch.testing.assert_close(inst[key], ref_inst[key], rtol=0, atol=1e-6)
+
+    # the earlier order gives the same loss and memories in stage 1 but other gradients
+    old = load_config(
+        CONFIG, ["method_options.het_start=2", "memory.momentum=0.2", "memory.update_order=pre_update"]
+    )
+    _, old_grads, old_mem, _ = _vireid_sdcl_step(old, cluster, wise, feats, batch, shared=shared, epoch=epoch)
+    assert max(float((o - r).abs().max()) for o, r in zip(old_grads, ref_grads, strict=True)) > 1e-4
+    if shared:
+        assert float((old_mem["visible", "deep"] - ref_mem["visible", "deep"]).abs().max()) > 1e-3
