@@ -73,6 +73,9 @@ class ModelService:
 
     def __init__(self, context: ServiceContext) -> None:
         self._ctx = context
+        self._loaded: dict[
+            str, Embedder
+        ] = {}  # embedders this service built, by version (register → reindex)
 
     @property
     def _registry(self) -> ModelRegistry:
@@ -121,7 +124,9 @@ class ModelService:
             FileNotFoundError: no exported model in ``model_dir``.
         """
         embedder = self._load(model_dir)
-        return self._ctx.register(embedder, files=model_dir)
+        version = self._ctx.register(embedder, files=model_dir)
+        self._loaded[version] = embedder
+        return version
 
     def activate(self, version: str) -> ModelSummary:
         """Switch the service to ``version``: requests in flight finish on the old model.
@@ -195,7 +200,7 @@ class ModelService:
         ctx = self._ctx
         self.get(version)
         size = batch_size or ctx.settings.batch_size
-        embedder = ctx.load_version(version)
+        embedder = self._loaded.get(version) or ctx.load_version(version)
         dim = int(embedder.manifest.embedding_dim)
         with ctx.lock, ctx.session() as session:
             for modality in MODALITIES:
