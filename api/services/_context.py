@@ -356,7 +356,7 @@ def open_context(
     sessions = make_sessionmaker(engine)
     registry = ModelRegistry()
     try:
-        chosen, files = _choose_model(settings, sessions, registry, embedder=embedder, loader=loader)
+        chosen, files, others = _choose_model(settings, sessions, registry, embedder=embedder, loader=loader)
         context = ServiceContext(
             settings=settings,
             embedder=chosen,
@@ -374,6 +374,8 @@ def open_context(
         raise
     try:
         context.register(chosen, files=files)
+        for other, folder in others:
+            context.register(other, files=folder)
         context.store.remove_stale_temp_files()
         if context.crops is not None:
             context.crops.remove_stale_temp_files()
@@ -392,11 +394,12 @@ def _choose_model(
     *,
     embedder: Embedder | None,
     loader: EmbedderLoader | None,
-) -> tuple[Embedder, Path | None]:
-    """The embedder to start with and the folder its files come from (None: already registered, or
-    an injected embedder)."""
+) -> tuple[Embedder, Path | None, list[tuple[Embedder, Path]]]:
+    """The embedder to start with, the folder its files come from (None: already registered, or an
+    injected embedder), and other models to register without activating them (a configured model
+    directory that is not the active version)."""
     if embedder is not None:
-        return embedder, None
+        return embedder, None, []
     load = loader or _default_loader(settings)
     configured = settings.resolved_model_dir
     with sessions() as session:
@@ -418,13 +421,13 @@ def _choose_model(
                         model_version_of(other),
                         model_version_of(other),
                     )
-                    _register_files(settings, sessions, registry, other, configured)
-            return chosen, None
+                    return chosen, None, [(other, configured)]
+            return chosen, None, []
         logger.warning(
             "active model %s has no files in %s: starting with %s", active_version, folder, configured
         )
     chosen = load(configured)
-    return chosen, configured if (configured / "manifest.json").is_file() else None
+    return chosen, configured if (configured / "manifest.json").is_file() else None, []
 
 
 def _folder_version(folder: Path) -> str | None:
@@ -435,19 +438,3 @@ def _folder_version(folder: Path) -> str | None:
         return str(json.loads((folder / "manifest.json").read_text())["model_version"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-
-
-def _register_files(
-    settings: Settings,
-    sessions: sessionmaker[Session],
-    registry: ModelRegistry,
-    embedder: Embedder,
-    files: Path,
-) -> None:
-    version = model_version_of(embedder)
-    target = settings.data_dir.expanduser().resolve() / MODELS_DIRNAME / version
-    if copy_model_files(files, target):
-        logger.info("model %s: files copied to %s", version, target)
-    with sessions() as session:
-        registry.register(session=session, manifest=manifest_fields(embedder))
-        session.commit()
