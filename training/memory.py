@@ -74,6 +74,13 @@ def bank_matmul(x: torch.Tensor, bank: torch.Tensor, grad_bank: torch.Tensor | N
     return out
 
 
+def _assign_bank(features: torch.Tensor, bank: torch.Tensor) -> None:
+    """Copy ``bank`` into a memory's ``features`` in place; ``ValueError`` when the shapes differ."""
+    if bank.shape != features.shape:
+        raise ValueError(f"bank must be {tuple(features.shape)}, got {tuple(bank.shape)}")
+    features.copy_(bank)
+
+
 @dataclass(frozen=True)
 class MemoryUse:
     """One cross-entropy term of a step against a :class:`ClusterMemory` (see ``chained_losses``).
@@ -326,9 +333,7 @@ class ClusterMemory(nn.Module):
         Raises:
             ValueError: ``bank`` has another shape.
         """
-        if bank.shape != self.features.shape:
-            raise ValueError(f"bank must be {tuple(self.features.shape)}, got {tuple(bank.shape)}")
-        self.features.copy_(bank)
+        _assign_bank(self.features, bank)
 
 
 class InstanceMemory(nn.Module):
@@ -423,6 +428,4 @@ class InstanceMemory(nn.Module):
         Raises:
             ValueError: ``bank`` has another shape.
         """
-        if bank.shape != self.features.shape:
-            raise ValueError(f"bank must be {tuple(self.features.shape)}, got {tuple(bank.shape)}")
-        self.features.copy_(bank)
+        _assign_bank(self.features, bank)
