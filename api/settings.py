@@ -76,7 +76,36 @@ class Settings(BaseSettings):
         description="Browser origins (scheme://host[:port], comma-separated) allowed to call the API "
         "from another origin; empty: CORS off and cross-origin writes refused (403).",
     )
-    index_factory: str = Field(default="IDMap2,Flat", description="FAISS index factory string.")
+    index_factory: str = Field(
+        default="IDMap2,Flat",
+        description="FAISS index factory string of new gallery indexes (must start with IDMap or IDMap2); "
+        "IDMap2,Flat is exact. Factories that need training (IVF, PQ) stay exact until enough vectors are "
+        "stored, then are trained in the background on a reservoir sample (docs/architecture.md).",
+    )
+    index_nprobe: int | None = Field(
+        default=None,
+        gt=0,
+        description="IVF lists probed per search (POST /search `nprobe` overrides it per request); "
+        "unset: FAISS's default (1). No effect on flat or HNSW indexes.",
+    )
+    index_ef_search: int | None = Field(
+        default=None,
+        gt=0,
+        description="HNSW search beam per search, also of an IVF index's HNSW coarse quantiser "
+        "(POST /search `ef_search` overrides it per request); unset: FAISS's default (16).",
+    )
+    index_retrain_factor: float = Field(
+        default=4.0,
+        gt=1,
+        description="A trained (IVF/PQ) index is trained again, in the background, once the gallery holds "
+        "this many times the vectors it was trained on.",
+    )
+    index_train_max_mib: int = Field(
+        default=2048,
+        gt=0,
+        description="Memory cap (MiB, float32) of the reservoir sample an IVF/PQ index is trained on; "
+        "FAISS's 256 vectors per centroid are used when they fit, never fewer than 39.",
+    )
     backend: Literal["auto", "onnxruntime", "tensorrt"] = Field(default="auto", description="Embedder.")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Embedder device.")
     batch_size: int = Field(default=32, gt=0, description="Images embedded and committed per ingest batch.")

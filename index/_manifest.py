@@ -70,7 +70,10 @@ class IndexManifest(BaseModel):
     Attributes:
         format_version: :data:`MANIFEST_FORMAT_VERSION` at write time.
         dim: embedding width ``D``.
-        factory: FAISS factory string.
+        factory: FAISS factory string configured for this index.
+        built_factory: the factory the file holds when it differs (``IDMap2,Flat`` while a factory that
+            needs training is still exact); None: the same as ``factory``.
+        trained_count: vectors the index held when it was trained (0: untrained or no training).
         metric: ``"ip"`` or ``"l2"``.
         model_version: export manifest model version the vectors come from.
         modality: ``"visible"`` or ``"infrared"``.
@@ -88,6 +91,10 @@ class IndexManifest(BaseModel):
     format_version: Literal[1] = Field(description="Layout version; vireid reads version 1 only.")
     dim: Annotated[StrictInt, Field(ge=1, description="Embedding width D.")]
     factory: Annotated[StrictStr, StringConstraints(min_length=1), Field(description="FAISS factory string.")]
+    built_factory: Annotated[StrictStr, StringConstraints(min_length=1)] | None = Field(
+        default=None, description="Factory the file holds when not factory (IDMap2,Flat before training)."
+    )
+    trained_count: _Count = Field(default=0, description="Vectors the index held when it was trained.")
     metric: Annotated[StrictStr, _choice(METRICS)] = Field(
         description="ip (inner product) or l2.", json_schema_extra={"enum": list(METRICS)}
     )
@@ -123,8 +130,11 @@ class IndexManifest(BaseModel):
         raise FrozenInstanceError(f"cannot delete field {name!r}: IndexManifest is immutable")
 
     def to_json(self) -> str:
-        """Pretty JSON text, keys sorted."""
-        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+        """Pretty JSON text, keys sorted; ``built_factory`` and ``trained_count`` only when not their
+        defaults, so the manifest of an exact index reads as before they existed."""
+        return (
+            json.dumps(self.model_dump(mode="json", exclude_defaults=True), indent=2, sort_keys=True) + "\n"
+        )
 
     @classmethod
     def from_json(cls, text: str | bytes, *, source: str = "manifest") -> IndexManifest:

@@ -6,9 +6,11 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -19,6 +21,7 @@ from vireid.index._faiss_index import DEFAULT_FACTORY, FaissGalleryIndex
 from vireid.index._manifest import MANIFEST_FORMAT_VERSION, IndexManifest
 from vireid.index._protocol import CorruptIndexError
 from vireid.index._repository import GalleryRepository
+from vireid.index._training import DEFAULT_RETRAIN_FACTOR, DEFAULT_TRAIN_BYTES
 from vireid.index._validation import check_metric, check_modality, check_model_version, ids_digest
 
 logger = logging.getLogger(__name__)
@@ -44,7 +47,9 @@ class SharedIndex:
     """A :class:`FaissGalleryIndex` behind an ``RLock``, shared by threads of one process.
 
     Every call takes the lock, so searches never see a half-applied add or remove. The wrapped index
-    can be swapped (reload or rebuild) while callers keep this object.
+    can be swapped (reload or rebuild) while callers keep this object. While a background build runs
+    (:meth:`IndexStore.build_if_needed`), adds and removes are also logged and replayed on the new index
+    when it is swapped in.
 
     Args:
         index: the index to share.
@@ -59,6 +64,7 @@ class SharedIndex:
         self._index = index
         self._generation = 0
         self._saved_generation = 0
+        self._log: list[tuple[str, Any, Any]] | None = None
 
     @property
     def dim(self) -> int:
@@ -88,17 +94,37 @@ class SharedIndex:
         with self.lock:
             return self._index.ids()
 
+    @property
+    def factory(self) -> str:
+        """The configured factory string."""
+        return self._index.factory
+
+    @property
+    def built_factory(self) -> str:
+        """The factory FAISS holds now (``IDMap2,Flat`` while a trainable factory is untrained)."""
+        with self.lock:
+            return self._index.built_factory
+
+    def build_reason(self, *, retrain_factor: float = DEFAULT_RETRAIN_FACTOR) -> str | None:
+        """See :meth:`FaissGalleryIndex.build_reason`."""
+        with self.lock:
+            return self._index.build_reason(retrain_factor=retrain_factor)
+
     def add(self, ids: npt.ArrayLike, vectors: npt.NDArray[np.float32]) -> None:
         """Add ``(N,)`` ids and ``(N, D)`` float32 vectors; see :meth:`FaissGalleryIndex.add`."""
         with self.lock:
             self._index.add(ids, vectors)
             self._generation += 1
+            if self._log is not None:
+                self._log.append(("add", np.array(ids, dtype=np.int64), np.array(vectors, dtype=np.float32)))
 
     def remove(self, ids: npt.ArrayLike) -> int:
         """Remove ``(M,)`` ids; returns how many were removed."""
         with self.lock:
             removed = self._index.remove(ids)
             self._generation += int(removed > 0)
+            if self._log is not None:
+                self._log.append(("remove", np.array(ids, dtype=np.int64), None))
             return removed
 
     def search(
@@ -107,14 +133,41 @@ class SharedIndex:
         k: int,
         *,
         allowed_ids: npt.ArrayLike | None = None,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         """``(scores (Q, k) float32, ids (Q, k) int64)``; see :meth:`FaissGalleryIndex.search`."""
         with self.lock:
-            return self._index.search(vectors, k, allowed_ids=allowed_ids)
+            return self._index.search(vectors, k, allowed_ids=allowed_ids, nprobe=nprobe, ef_search=ef_search)
 
-    def _snapshot(self) -> tuple[bytes, npt.NDArray[np.int64], int]:
+    def _snapshot(self) -> tuple[bytes, npt.NDArray[np.int64], int, FaissGalleryIndex]:
         with self.lock:
-            return self._index.serialize(), self._index.ids(), self._generation
+            return self._index.serialize(), self._index.ids(), self._generation, self._index
+
+    def _start_log(self) -> None:
+        with self.lock:
+            self._log = []
+
+    def _swap_built(self, built: FaissGalleryIndex) -> bool:
+        """Replay the logged changes on ``built`` and swap it in; False when the index was replaced
+        (reloaded) meanwhile, which voids the build."""
+        with self.lock:
+            log, self._log = self._log, None
+            if log is None:
+                return False
+            for op, ids, vectors in log:
+                if op == "add":
+                    fresh = ~np.isin(ids, built.ids())  # rows the build already read from SQL
+                    built.add(ids[fresh], vectors[fresh])
+                else:
+                    built.remove(ids)
+            self._index = built
+            self._generation += 1
+            return True
+
+    def _stop_log(self) -> None:
+        with self.lock:
+            self._log = None
 
     def _mark_saved(self, generation: int) -> None:
         with self.lock:
@@ -123,6 +176,7 @@ class SharedIndex:
     def _replace(self, index: FaissGalleryIndex, *, dirty: bool) -> None:
         with self.lock:
             self._index = index
+            self._log = None  # a build running from the replaced state is void
             self._generation += 1
             if not dirty:
                 self._saved_generation = self._generation
@@ -138,25 +192,162 @@ class IndexStore:
     source of truth: a service starts with :meth:`load_or_rebuild`, writes rows and index entries in
     the same unit of work, commits, then calls :meth:`save`.
 
+    **Approximate factories** (see :class:`FaissGalleryIndex`): an index of a factory that needs
+    training starts exact and is built (trained on a reservoir sample of the stored embeddings) once it
+    holds enough vectors, and rebuilt when it has grown ``retrain_factor`` times or holds too many
+    tombstones. With :meth:`enable_builds`, every :meth:`save` and load checks this and builds in a
+    background thread from SQL while searches and writes go on against the current index; the writes
+    made meanwhile are replayed on the new index before it is swapped in and saved.
+
     Args:
         data_dir: service data directory.
         factory: FAISS factory string for new indexes (must start with ``IDMap``).
         metric: ``"ip"`` or ``"l2"``.
+        nprobe: default IVF lists probed per search (None: FAISS's default).
+        ef_search: default HNSW beam per search (None: FAISS's default).
+        retrain_factor: growth (> 1) after which a trained index is trained again.
+        max_train_bytes: memory cap of a training sample (float32 bytes).
 
     Raises:
-        ValueError: on a bad factory or metric.
+        ValueError: on a bad factory, metric, nprobe, ef_search or retrain_factor.
     """
 
-    def __init__(self, data_dir: str | Path, *, factory: str = DEFAULT_FACTORY, metric: str = "ip") -> None:
+    def __init__(
+        self,
+        data_dir: str | Path,
+        *,
+        factory: str = DEFAULT_FACTORY,
+        metric: str = "ip",
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        retrain_factor: float = DEFAULT_RETRAIN_FACTOR,
+        max_train_bytes: int = DEFAULT_TRAIN_BYTES,
+    ) -> None:
         self._root = Path(data_dir).expanduser().resolve() / INDEXES_DIRNAME
         self._factory = factory
         self._metric = check_metric(metric)
         if not isinstance(factory, str) or not factory.startswith("IDMap"):
             raise ValueError(f"factory must start with 'IDMap' or 'IDMap2', got {factory!r}")
+        if not retrain_factor > 1:
+            raise ValueError(f"retrain_factor must be > 1, got {retrain_factor}")
+        self._options: dict[str, Any] = {
+            "factory": factory,
+            "metric": self._metric,
+            "nprobe": nprobe,
+            "ef_search": ef_search,
+            "max_train_bytes": max_train_bytes,
+        }
+        FaissGalleryIndex(1, **self._options)  # validates factory, nprobe and ef_search now
+        self._retrain_factor = float(retrain_factor)
         self._lock = threading.RLock()
         self._indexes: dict[IndexKey, SharedIndex] = {}
         self._save_locks: dict[IndexKey, threading.Lock] = {}
         self._disk: dict[IndexKey, _DiskState] = {}
+        self._builder: _Builder | None = None
+        self._builds: dict[IndexKey, threading.Thread] = {}
+        self._stop_builds = threading.Event()
+
+    def enable_builds(
+        self,
+        *,
+        sessions: Callable[[], Session],
+        repository: GalleryRepository,
+        write_lock: AbstractContextManager[Any] | None = None,
+    ) -> None:
+        """Build approximate indexes in the background when :meth:`FaissGalleryIndex.build_reason` asks.
+
+        Args:
+            sessions: opens a new SQL session (the build reads the stored embeddings in its thread).
+            repository: reads the embeddings.
+            write_lock: held by the writers of this process around "add to the index, commit SQL"; the
+                build takes it while it starts logging changes and opens its SQL snapshot, so no write is
+                half done at that instant.
+        """
+        self._builder = _Builder(sessions, repository, write_lock)
+        self._stop_builds.clear()
+
+    def build_if_needed(self, model_version: str, modality: str, *, wait: bool = False) -> str | None:
+        """Start a background build of a loaded index when it needs one (see :meth:`enable_builds`).
+
+        Args:
+            model_version: model version of the index.
+            modality: modality of the index.
+            wait: wait for the build to finish (a CLI ingest that exits after it).
+
+        Returns:
+            The reason (``"train"``, ``"retrain"``, ``"compact"``) when a build runs now, else None.
+        """
+        key = (model_version, modality)
+        builder = self._builder
+        shared = self.loaded_index(*key)
+        if builder is None or shared is None or self._stop_builds.is_set():
+            return None
+        reason = shared.build_reason(retrain_factor=self._retrain_factor)
+        with self._lock:
+            thread = self._builds.get(key)
+            running = thread is not None and thread.is_alive()
+            if reason is not None and not running:
+                thread = threading.Thread(
+                    target=self._build_and_swap,
+                    args=(key, shared, builder, reason),
+                    name=f"vireid-index-build-{model_version}-{modality}",
+                    daemon=True,
+                )
+                self._builds[key] = thread
+                thread.start()
+                running = True
+        if wait and thread is not None:
+            thread.join()
+        return reason if running else None
+
+    def stop_builds(self, *, finish: bool = False, timeout: float | None = None) -> None:
+        """Stop (``finish=False``) or finish the running background builds, and wait for them.
+
+        A stopped build leaves the current index in place; the next start or save asks again.
+        """
+        if not finish:
+            self._stop_builds.set()
+        with self._lock:
+            threads = list(self._builds.values())
+        for thread in threads:
+            thread.join(timeout)
+
+    def _build_and_swap(self, key: IndexKey, shared: SharedIndex, builder: _Builder, reason: str) -> None:
+        started = time.perf_counter()
+        logger.info("building index %s/%s in the background (%s): %d vectors", *key, reason, len(shared))
+        try:
+            with builder.sessions() as session:
+                with builder.write_lock or nullcontext():
+                    shared._start_log()
+                    builder.repository.count(session=session, model_version=key[0], modality=key[1])
+                built = FaissGalleryIndex.build(
+                    shared.dim,
+                    lambda: builder.repository.iter_embeddings(
+                        session=session, model_version=key[0], modality=key[1]
+                    ),
+                    should_stop=self._stop_builds.is_set,
+                    **self._options,
+                )
+        except InterruptedError:
+            shared._stop_log()
+            logger.info("index build %s/%s stopped", *key)
+            return
+        except Exception:
+            shared._stop_log()
+            logger.exception("index build %s/%s failed; the current index stays", *key)
+            return
+        if not shared._swap_built(built):
+            logger.info("index %s/%s was reloaded during its build; build dropped", *key)
+            return
+        self.save(*key)
+        logger.info(
+            "built index %s/%s (%s, %s): %d vectors in %.1f s",
+            *key,
+            reason,
+            built.built_factory,
+            len(built),
+            time.perf_counter() - started,
+        )
 
     @property
     def root(self) -> Path:
@@ -272,7 +463,9 @@ class IndexStore:
             logger.warning("rebuilding index %s/%s from SQL: %s", *key, exc)
         else:
             with self._lock:
-                return self._install(key, index, state=state, dirty=False)
+                shared = self._install(key, index, state=state, dirty=False)
+            self.build_if_needed(model_version, modality)
+            return shared
         return self.rebuild(model_version, modality, dim=dim, session=session, repository=repository)
 
     def rebuild(
@@ -294,18 +487,15 @@ class IndexStore:
         """
         key = (model_version, modality)
         self.paths(model_version, modality)
-        index = self._new_index(dim)
-        batches = repository.iter_embeddings(session=session, model_version=model_version, modality=modality)
-        if not index.faiss_index.is_trained:
-            batches = iter([_concat(list(batches), dim=dim)])
-        for ids, vectors in batches:
-            if vectors.shape[1] != dim:
-                raise ValueError(
-                    f"stored embeddings of {model_version}/{modality} have dim {vectors.shape[1]}, "
-                    f"expected {dim}"
-                )
-            if ids.size:
-                index.add(ids, vectors)
+        index = FaissGalleryIndex.build(
+            dim,
+            lambda: _checked_dim(
+                repository.iter_embeddings(session=session, model_version=model_version, modality=modality),
+                key=key,
+                dim=dim,
+            ),
+            **self._options,
+        )
         logger.info("rebuilt index %s/%s from SQL: %d vectors", *key, len(index))
         with self._lock:
             shared = self._install(key, index, state=None, dirty=True)
@@ -324,8 +514,8 @@ class IndexStore:
             shared = self._indexes[key]
             save_lock = self._save_locks.setdefault(key, threading.Lock())
         with save_lock:
-            data, ids, generation = shared._snapshot()
-            manifest = self._manifest_for(shared, data=data, ids=ids)
+            data, ids, generation, index = shared._snapshot()
+            manifest = self._manifest_for(shared, index, data=data, ids=ids)
             atomic_write_bytes(index_path, data)
             atomic_write_bytes(manifest_path, manifest.to_json().encode())
             shared._mark_saved(generation)
@@ -334,6 +524,7 @@ class IndexStore:
                 self._disk[key] = _DiskState(stat.st_mtime_ns, stat.st_size, manifest.index_sha256)
         # DEBUG: ingest saves after every committed batch, which would break up its progress bar
         logger.debug("saved index %s/%s: %d vectors to %s", *key, manifest.count, index_path)
+        self.build_if_needed(*key)
         return index_path
 
     def save_all(self, *, only_dirty: bool = True) -> list[Path]:
@@ -395,7 +586,7 @@ class IndexStore:
         return True
 
     def _new_index(self, dim: int) -> FaissGalleryIndex:
-        return FaissGalleryIndex(dim, factory=self._factory, metric=self._metric)
+        return FaissGalleryIndex(dim, **self._options)
 
     def _install(
         self, key: IndexKey, index: FaissGalleryIndex, *, state: _DiskState | None, dirty: bool
@@ -413,11 +604,15 @@ class IndexStore:
             self._disk[key] = state
         return shared
 
-    def _manifest_for(self, shared: SharedIndex, *, data: bytes, ids: npt.NDArray[np.int64]) -> IndexManifest:
+    def _manifest_for(
+        self, shared: SharedIndex, index: FaissGalleryIndex, *, data: bytes, ids: npt.NDArray[np.int64]
+    ) -> IndexManifest:
         return IndexManifest(
             format_version=MANIFEST_FORMAT_VERSION,
             dim=shared.dim,
             factory=self._factory,
+            built_factory=index.built_factory if index.built_factory != self._factory else None,
+            trained_count=index.trained_count,
             metric=shared.metric,
             model_version=shared.model_version,
             modality=shared.modality,
@@ -461,7 +656,13 @@ class IndexStore:
                 factory=self._factory,
                 metric=self._metric,
             )
-            index = FaissGalleryIndex.deserialize(data, factory=manifest.factory)
+            index = FaissGalleryIndex.deserialize(
+                data,
+                factory=manifest.factory,
+                built_factory=manifest.built_factory,
+                trained_count=manifest.trained_count,
+            )
+            index.set_search_defaults(nprobe=self._options["nprobe"], ef_search=self._options["ef_search"])
             _check_contents(index, manifest, dim=dim, source=index_path)
             return index, _DiskState(stat.st_mtime_ns, stat.st_size, digest)
         assert error is not None
@@ -499,10 +700,21 @@ def _check_contents(index: FaissGalleryIndex, manifest: IndexManifest, *, dim: i
         )
 
 
-def _concat(
-    batches: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]], *, dim: int
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-    """Join embedding batches (an index that needs training is trained on all of them at once)."""
-    if not batches:
-        return np.zeros(0, dtype=np.int64), np.zeros((0, dim), dtype=np.float32)
-    return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
+def _checked_dim(
+    batches: Iterator[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]], *, key: IndexKey, dim: int
+) -> Iterator[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]]:
+    """Pass stored embedding batches through, refusing those of another width than ``dim``."""
+    for ids, vectors in batches:
+        if vectors.shape[1] != dim:
+            raise ValueError(
+                f"stored embeddings of {key[0]}/{key[1]} have dim {vectors.shape[1]}, expected {dim}"
+            )
+        yield ids, vectors
+
+
+class _Builder(NamedTuple):
+    """What a background build needs from the service: SQL sessions, the repository, the write lock."""
+
+    sessions: Callable[[], Session]
+    repository: GalleryRepository
+    write_lock: AbstractContextManager[Any] | None

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from vireid.api.services._batching import BatchingEmbedder, BatchMetrics, batching_embedder
 from vireid.api.services._budget import PixelBudget
@@ -52,6 +52,10 @@ def model_version_of(embedder: Embedder) -> str:
 
 
 logger = logging.getLogger(__name__)
+
+#: Seconds :meth:`ServiceContext.close` waits for a stopped background index build (FAISS's training
+#: cannot be interrupted; the build thread is a daemon and ends with the process).
+BUILD_STOP_TIMEOUT_S: Final = 5.0
 
 
 @dataclass
@@ -238,11 +242,18 @@ class ServiceContext:
             self.refresh()
             self.store.save_all(only_dirty=True)
 
-    def close(self) -> None:
-        """Stop the active embedder's batcher (requests still queued fail with 503) and release the
-        database engine."""
+    def close(self, *, finish_builds: bool = False) -> None:
+        """Stop the active embedder's batcher (requests still queued fail with 503), stop or finish the
+        background index builds, and release the database engine.
+
+        Args:
+            finish_builds: wait for running index builds to finish and be saved (``vireid ingest`` and
+                ``vireid reindex``, which exit next); otherwise they are stopped (waiting at most
+                :data:`BUILD_STOP_TIMEOUT_S` for one in FAISS's training) and run again at the next start.
+        """
         if isinstance(self.embedder, BatchingEmbedder):
             self.embedder.close()
+        self.store.stop_builds(finish=finish_builds, timeout=None if finish_builds else BUILD_STOP_TIMEOUT_S)
         if self.engine is not None:
             self.engine.dispose()
 
@@ -361,7 +372,14 @@ def open_context(
             settings=settings,
             embedder=chosen,
             sessions=sessions,
-            store=IndexStore(settings.data_dir, factory=settings.index_factory),
+            store=IndexStore(
+                settings.data_dir,
+                factory=settings.index_factory,
+                nprobe=settings.index_nprobe,
+                ef_search=settings.index_ef_search,
+                retrain_factor=settings.index_retrain_factor,
+                max_train_bytes=settings.index_train_max_mib << 20,
+            ),
             repository=GalleryRepository(),
             engine=engine,
             crops=CropStore(settings.data_dir) if settings.store_crops else None,
@@ -373,6 +391,7 @@ def open_context(
         engine.dispose()
         raise
     try:
+        context.store.enable_builds(sessions=sessions, repository=context.repository, write_lock=context.lock)
         context.register(chosen, files=files)
         for other, folder in others:
             context.register(other, files=folder)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import faiss
 import numpy as np
 import pytest
 
@@ -187,18 +186,128 @@ def test_factory_recovered_on_load(tmp_path: Path) -> None:
     assert FaissGalleryIndex.load(tmp_path / "x.faiss", factory="given").factory == "given"
 
 
-def test_trainable_factory_trains_on_first_add() -> None:
+def _clustered(rng: np.random.Generator, n: int, dim: int = 16, centres: int = 40) -> np.ndarray:
+    centre = _normalised(rng, centres, dim)[rng.integers(0, centres, n)]
+    return _normalised_rows(centre + 0.3 * rng.standard_normal((n, dim)).astype(np.float32))
+
+
+def _normalised_rows(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _batches(ids: np.ndarray, vectors: np.ndarray, size: int = 128):  # type: ignore[no-untyped-def]
+    return lambda: ((ids[i : i + size], vectors[i : i + size]) for i in range(0, len(ids), size))
+
+
+def test_trainable_factory_stays_exact_until_built() -> None:
     rng = np.random.default_rng(3)
-    vectors = _normalised(rng, 300, 16)
+    vectors = _clustered(rng, 300)
     index = FaissGalleryIndex(16, factory="IDMap,IVF4,Flat")
-    with pytest.raises(ValueError, match="cannot train"):
-        index.add([1, 2], vectors[:2])
-    assert len(index) == 0
-    index.add(np.arange(300), vectors)
-    faiss.extract_index_ivf(index.faiss_index).nprobe = 4  # all lists: exact
+    assert index.built_factory == "IDMap2,Flat" and index.factory == "IDMap,IVF4,Flat"
+    assert index.training_needs().min_vectors == 39 * 4
+    index.add(np.arange(100), vectors[:100])
+    assert index.build_reason() is None  # 100 < 39 * 4: stays exact
+    index.add(np.arange(100, 300), vectors[100:])
+    assert index.build_reason() == "train"
     reference = NumpyGalleryIndex(16)
     reference.add(np.arange(300), vectors)
     _assert_same(index.search(vectors[:5], 7), reference.search(vectors[:5], 7))
+
+
+def test_build_trains_on_a_sample_and_holds_every_vector() -> None:
+    rng = np.random.default_rng(5)
+    vectors = _clustered(rng, 600)
+    ids = np.arange(1000, 1600)
+    built = FaissGalleryIndex.build(16, _batches(ids, vectors), factory="IDMap2,IVF8,Flat", nprobe=8)
+    assert built.built_factory == "IDMap2,IVF8,Flat" and built.trained_count == 600
+    assert np.array_equal(built.ids(), ids) and built.build_reason() is None
+    reference = NumpyGalleryIndex(16)
+    reference.add(ids, vectors)
+    _assert_same(built.search(vectors[:9], 5), reference.search(vectors[:9], 5))  # nprobe = nlist: exact
+    built.add(np.arange(3000, 3000 + 1800), _clustered(rng, 1800))
+    assert built.build_reason(retrain_factor=4.0) == "retrain"
+
+
+def test_build_of_a_small_gallery_stays_exact() -> None:
+    rng = np.random.default_rng(6)
+    vectors = _clustered(rng, 50)
+    built = FaissGalleryIndex.build(16, _batches(np.arange(50), vectors), factory="IDMap2,IVF8,Flat")
+    assert built.built_factory == "IDMap2,Flat" and built.trained_count == 0 and len(built) == 50
+
+
+def test_build_stops_when_asked() -> None:
+    vectors = _clustered(np.random.default_rng(7), 400)
+    with pytest.raises(InterruptedError):
+        FaissGalleryIndex.build(
+            16, _batches(np.arange(400), vectors), factory="IDMap2,IVF8,Flat", should_stop=lambda: True
+        )
+
+
+@pytest.mark.parametrize(
+    "factory", ["IDMap2,IVF16,Flat", "IDMap2,IVF16_HNSW8,Flat", "IDMap2,IVF16,PQ4x4,RFlat"]
+)
+def test_filtered_ivf_search_returns_k_when_k_pass(factory: str) -> None:
+    rng = np.random.default_rng(8)
+    vectors = _clustered(rng, 2000)
+    ids = np.arange(2000)
+    index = FaissGalleryIndex.build(16, _batches(ids, vectors, 500), factory=factory, nprobe=1)
+    assert index.built_factory == factory
+    allowed = ids[::97]  # 21 items scattered over many lists; nprobe=1 probes one of them
+    reference = NumpyGalleryIndex(16)
+    reference.add(ids, vectors)
+    scores, found = index.search(vectors[:20], 10, allowed_ids=allowed)
+    assert ((found >= 0).sum(axis=1) == 10).all() and np.isin(found, allowed).all()
+    if "PQ" not in factory:  # every list scanned by the escalation: exact on the allowed set
+        _assert_same((scores, found), reference.search(vectors[:20], 10, allowed_ids=allowed))
+
+
+def test_hnsw_filtered_search_returns_k_and_ef_search_override() -> None:
+    rng = np.random.default_rng(9)
+    vectors = _clustered(rng, 1500)
+    index = FaissGalleryIndex(16, factory="IDMap2,HNSW8", ef_search=4)
+    index.add(np.arange(1500), vectors)
+    allowed = np.arange(0, 1500, 149)  # 11 items
+    _, found = index.search(vectors[:30], 10, allowed_ids=allowed)
+    assert ((found >= 0).sum(axis=1) == 10).all() and np.isin(found, allowed).all()
+    reference = NumpyGalleryIndex(16)
+    reference.add(np.arange(1500), vectors)
+    exact = reference.search(vectors[:30], 10)[1]
+    wide = index.search(vectors[:30], 10, ef_search=256)[1]
+    assert np.mean([len(set(a) & set(b)) for a, b in zip(wide, exact, strict=True)]) >= 9.0
+    with pytest.raises(ValueError, match="ef_search"):
+        index.search(vectors[:1], 3, ef_search=0)
+
+
+def test_nprobe_override_changes_what_is_scanned() -> None:
+    rng = np.random.default_rng(10)
+    vectors = _normalised(rng, 3000, 16)  # no structure: one list holds few true neighbours
+    index = FaissGalleryIndex.build(16, _batches(np.arange(3000), vectors, 1000), factory="IDMap2,IVF32,Flat")
+    reference = NumpyGalleryIndex(16)
+    reference.add(np.arange(3000), vectors)
+    queries = _normalised(rng, 40, 16)
+    exact = reference.search(queries, 10)
+    _assert_same(index.search(queries, 10, nprobe=32), exact)
+    narrow = index.search(queries, 10, nprobe=1)[1]
+    assert not np.array_equal(narrow, exact[1])
+
+
+def test_hnsw_remove_leaves_tombstones_that_never_come_back(tmp_path: Path) -> None:
+    rng = np.random.default_rng(11)
+    vectors = _clustered(rng, 300)
+    index = FaissGalleryIndex(16, factory="IDMap2,HNSW16", ef_search=64)
+    index.add(np.arange(300), vectors)
+    assert index.remove([5, 6, 7, 99_999]) == 3
+    assert len(index) == 297 and index.tombstones == 3 and not np.isin([5, 6, 7], index.ids()).any()
+    _, found = index.search(vectors[5:8], 20)
+    assert not np.isin(found, [5, 6, 7]).any() and (found >= 0).all()
+    index.add([5], vectors[5:6])  # a removed id may come back with a new vector
+    assert index.search(vectors[5:6], 1)[1][0, 0] == 5
+    index.save(tmp_path / "h.faiss")
+    loaded = FaissGalleryIndex.load(tmp_path / "h.faiss", factory="IDMap2,HNSW16")
+    assert np.array_equal(loaded.ids(), index.ids()) and loaded.tombstones == 3
+    assert index.build_reason() is None
+    index.remove(np.arange(100, 200))
+    assert index.build_reason() == "compact"
 
 
 def test_approximate_factory_returns_valid_results() -> None:

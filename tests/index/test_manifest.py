@@ -41,6 +41,17 @@ def test_older_manifest_round_trips_byte_identical(tmp_path: Path) -> None:
         manifest.count = 4  # type: ignore[misc]
 
 
+def test_trained_index_fields_round_trip() -> None:
+    manifest = IndexManifest.from_json(
+        json.dumps(_data(factory="IDMap2,IVF64,Flat", built_factory="IDMap2,Flat", trained_count=0))
+    )
+    assert manifest.built_factory == "IDMap2,Flat" and '"trained_count"' not in manifest.to_json()
+    trained = IndexManifest.from_json(json.dumps(_data(factory="IDMap2,IVF64,Flat", trained_count=5000)))
+    assert trained.built_factory is None and IndexManifest.from_json(trained.to_json()) == trained
+    with pytest.raises(CorruptIndexError, match="trained_count"):
+        IndexManifest.from_json(json.dumps(_data(trained_count=-1)))
+
+
 def test_unknown_keys_are_ignored_as_before() -> None:
     """Forward compatibility within format 1: a later field does not make the index unreadable."""
     manifest = IndexManifest.from_json(json.dumps(_data(written_by="vireid 0.2")))
@@ -96,6 +107,7 @@ def test_published_json_schema_is_current() -> None:
     path = Path(__file__).resolve().parents[2] / "docs" / "schemas" / "index-manifest.schema.json"
     schema = IndexManifest.json_schema()
     assert json.loads(path.read_text()) == schema, "stale schema: run scripts/export_schemas.py"
-    assert set(schema["required"]) == set(IndexManifest.model_fields)
+    optional = {"built_factory", "trained_count"}  # added later, with defaults, still format 1
+    assert set(schema["required"]) == set(IndexManifest.model_fields) - optional
     assert schema["properties"]["metric"]["enum"] == list(METRICS)
     assert schema["properties"]["modality"]["enum"] == list(MODALITIES)

@@ -315,3 +315,83 @@ def test_concurrent_search_and_add(tmp_path: Path) -> None:
     assert not errors
     assert len(index) == 200 and store.save_all() == [store.paths(MV, "infrared")[0]]
     assert store.save_all() == []
+
+
+def _clustered(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = _normalised(30, seed + 1000)[rng.integers(0, 30, n)]
+    x = centres + 0.3 * rng.standard_normal((n, DIM)).astype(np.float32)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_ivf_index_is_trained_in_the_background_and_keeps_writes_made_meanwhile(
+    tmp_path: Path, engine: Engine, session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exact until 39 x nlist vectors, then trained from SQL in a thread; adds and removes made while
+    it builds are replayed; saved with the trained factory and reloaded as such."""
+    sessions = make_sessionmaker(engine)
+    write_lock = threading.RLock()
+    store = IndexStore(tmp_path, factory="IDMap2,IVF4,Flat", nprobe=4)
+    store.enable_builds(sessions=sessions, repository=GalleryRepository(), write_lock=write_lock)
+    ids = _ingest(store, session, "c1", _clustered(100, 1))
+    shared = store.loaded_index(MV, "visible")
+    assert shared is not None and shared.built_factory == "IDMap2,Flat" and shared.build_reason() is None
+
+    started, release = threading.Event(), threading.Event()
+    real_build = store_module.FaissGalleryIndex.build
+
+    def slow_build(*args: object, **kwargs: object) -> object:
+        started.set()
+        assert release.wait(10)
+        return real_build(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store_module.FaissGalleryIndex, "build", slow_build)
+    with write_lock:
+        ids += _ingest(store, session, "c2", _clustered(100, 2))  # 200 >= 39 x 4: the build starts
+    assert started.wait(10)
+    # Writes while the build runs: on the current (exact) index, and logged for the new one.
+    with write_lock:  # what the service does (no reload from disk, which would void the build)
+        vectors = _clustered(20, 3)
+        late = GalleryRepository().add_items(
+            session=session, items=_items("c3", 0, 20), vectors=vectors, model_version=MV
+        )
+        shared.add(late, vectors)
+        session.commit()
+        store.save(MV, "visible")
+        GalleryRepository().delete_many(session=session, ids=ids[:5])
+        session.commit()
+        shared.remove(ids[:5])
+    assert shared.built_factory == "IDMap2,Flat"
+    release.set()
+    store.stop_builds(finish=True)
+    assert shared.built_factory == "IDMap2,IVF4,Flat"
+    expected = sorted(set(ids[5:]) | set(late))
+    assert shared.ids().tolist() == expected
+    _assert_matches(shared, _reference(session), _clustered(6, 9))  # nprobe = nlist: exact
+
+    manifest = IndexManifest.read(store.paths(MV, "visible")[1])
+    assert (manifest.factory, manifest.built_factory) == ("IDMap2,IVF4,Flat", None)
+    assert manifest.trained_count in (200, 215)  # SQL reads may or may not see the late writes
+    fresh = IndexStore(tmp_path, factory="IDMap2,IVF4,Flat", nprobe=4)
+    loaded = fresh.load_or_rebuild(MV, "visible", dim=DIM, session=session, repository=GalleryRepository())
+    assert loaded.built_factory == "IDMap2,IVF4,Flat" and loaded.ids().tolist() == expected
+
+
+def test_rebuild_from_sql_trains_when_the_gallery_is_large_enough(tmp_path: Path, session: Session) -> None:
+    store = IndexStore(tmp_path, factory="IDMap2,IVF4,Flat")
+    _ingest(store, session, "c1", _clustered(300, 4))
+    store.paths(MV, "visible")[0].unlink()
+    rebuilt = IndexStore(tmp_path, factory="IDMap2,IVF4,Flat").load_or_rebuild(
+        MV, "visible", dim=DIM, session=session, repository=GalleryRepository()
+    )
+    assert rebuilt.built_factory == "IDMap2,IVF4,Flat" and len(rebuilt) == 300
+
+
+def test_stopped_build_leaves_the_current_index(tmp_path: Path, engine: Engine, session: Session) -> None:
+    store = IndexStore(tmp_path, factory="IDMap2,IVF4,Flat")
+    store.stop_builds()  # a service shutting down before the build would start
+    store.enable_builds(sessions=make_sessionmaker(engine), repository=GalleryRepository())
+    store.stop_builds()
+    _ingest(store, session, "c1", _clustered(200, 5))
+    shared = store.loaded_index(MV, "visible")
+    assert shared is not None and shared.built_factory == "IDMap2,Flat" and shared.build_reason() == "train"

@@ -111,7 +111,7 @@ def _run(args: argparse.Namespace) -> int:
         with tqdm(total=len(records), unit="img", desc="ingest", disable=args.no_progress) as bar:
             report = GalleryService(context).ingest(records, progress=bar.update)
     finally:
-        context.close()
+        context.close(finish_builds=True)
     summary = _summary(report, failures)
     _print(summary, as_json=args.json)
     return 1 if summary["failed"] else 0

@@ -51,7 +51,7 @@ def _run(args: argparse.Namespace) -> int:
         ) as bar:
             report = service.reindex(version, progress=bar.update)
     finally:
-        context.close()
+        context.close(finish_builds=True)
     summary = {
         "version": report.version,
         "added": report.added,
