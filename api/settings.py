@@ -94,6 +94,12 @@ class Settings(BaseSettings):
         description="HNSW search beam per search, also of an IVF index's HNSW coarse quantiser "
         "(POST /search `ef_search` overrides it per request); unset: FAISS's default (16).",
     )
+    index_device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto",
+        description="Where unfiltered gallery searches run: cuda = a GPU copy of each flat/IVF index "
+        "(needs faiss-gpu; GPU cuda_device_id), auto = cuda when FAISS sees a GPU, else cpu. Index files "
+        "are always CPU indexes.",
+    )
     index_retrain_factor: float = Field(
         default=4.0,
         gt=1,

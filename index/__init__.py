@@ -15,6 +15,7 @@ from vireid.index._db import (
     upgrade_database,
 )
 from vireid.index._faiss_index import DEFAULT_FACTORY, FaissGalleryIndex
+from vireid.index._gpu import gpu_count, resolve_index_device
 from vireid.index._manifest import MANIFEST_FORMAT_VERSION, IndexManifest
 from vireid.index._models import (
     Base,
@@ -64,10 +65,12 @@ __all__ = [
     "default_database_url",
     "downgrade_database",
     "encode_vector",
+    "gpu_count",
     "ids_digest",
     "make_engine",
     "make_sessionmaker",
     "normalize_url",
+    "resolve_index_device",
     "sniff_media_type",
     "upgrade_database",
 ]

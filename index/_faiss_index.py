@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vireid.index._atomic import atomic_write_bytes
+from vireid.index._gpu import GpuCopy, gpu_supports
 from vireid.index._protocol import CorruptIndexError
 from vireid.index._training import (
     DEFAULT_RETRAIN_FACTOR,
@@ -72,8 +73,12 @@ class FaissGalleryIndex:
     multiplied by 4 until it is complete or everything is scanned, so filters keep returning ``k``
     results when ``k`` items pass them.
 
-    **Removal** from an index FAISS cannot remove from (HNSW) rewrites the removed ids' labels to
-    tombstones that no search returns; :meth:`build_reason` asks for a rebuild once they exceed 20%.
+    **Removal** is FAISS's ``remove_ids`` only where the index below the id map renumbers its
+    vectors contiguously (flat-code indexes: Flat, PQ, SQ). Elsewhere it rewrites the removed ids'
+    labels to tombstones that no search returns, and :meth:`build_reason` asks for a rebuild once they
+    exceed 20%: HNSW cannot remove at all, and ``IndexIDMap`` over IVF removes the wrong labels
+    (FAISS 1.15: after ``remove_ids`` the id map is compacted but the IVF lists keep their old
+    internal numbers, so later searches return other ids; tests/index/test_faiss_index.py shows it).
 
     Not thread-safe; :class:`~vireid.index.IndexStore` adds locks.
 
@@ -129,6 +134,8 @@ class FaissGalleryIndex:
         self._needs = None
         self._nprobe: int | None = None
         self._ef_search: int | None = None
+        self._gpu_device: int | None = None
+        self._gpu: GpuCopy | None = None
 
     @classmethod
     def from_faiss(
@@ -220,6 +227,7 @@ class FaissGalleryIndex:
         if len(self):
             raise RuntimeError("an index is trained before vectors are added")  # pragma: no cover
         self._index = trained
+        self._gpu = None
         self._built_factory = self._factory
         self._trained_count = int(seen)
         self._labels_cache = self._ids_cache = None
@@ -233,6 +241,46 @@ class FaissGalleryIndex:
         """
         self._nprobe = _check_knob(nprobe, "nprobe")
         self._ef_search = _check_knob(ef_search, "ef_search")
+
+    def use_gpu(self, device: int | None) -> None:
+        """Answer unfiltered searches from a GPU copy on ``device`` (None: CPU only).
+
+        The copy (:class:`vireid.index._gpu.GpuCopy`) is made at the first search, kept in step with
+        adds, and made again after a remove or a training. Indexes FAISS cannot put on a GPU (HNSW),
+        filtered searches and indexes with tombstones are searched on the CPU. Saving always writes the
+        CPU index.
+        """
+        self._gpu_device = device
+        self._gpu = None
+
+    @property
+    def on_gpu(self) -> bool:
+        """True when the last unfiltered search ran on a GPU copy."""
+        return self._gpu is not None
+
+    def _gpu_copy(self) -> GpuCopy | None:
+        if self._gpu_device is None or self.tombstones or not gpu_supports(self._index.index):
+            return None
+        if self._gpu is None:
+            try:
+                self._gpu = GpuCopy(self._index.index, self._gpu_device)
+            except (RuntimeError, ValueError) as exc:
+                logger.warning("gallery search stays on the CPU: %s", exc)
+                self._gpu_device = None
+                return None
+        return self._gpu
+
+    def _raw_search(
+        self, queries: npt.NDArray[np.float32], fetch: int, *, params: Any, selector: Any, knobs: _Knobs
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """FAISS search on the GPU copy (unfiltered) or the CPU index: ``(distances, ids)``."""
+        copy = self._gpu_copy() if selector is None else None
+        if copy is None:
+            dist, found = self._index.search(queries, fetch, params=params)
+            return dist, found
+        dist, internal = copy.search(queries, fetch, nprobe=knobs.nprobe)
+        labels = self._labels()
+        return dist, np.where(internal >= 0, labels[np.clip(internal, 0, None)], -1)
 
     @property
     def dim(self) -> int:
@@ -336,6 +384,8 @@ class FaissGalleryIndex:
             return
         self._index.add_with_ids(new_vectors, new_ids)
         self._labels_cache = self._ids_cache = None
+        if self._gpu is not None:
+            self._gpu.add(new_vectors)
 
     def search(
         self,
@@ -412,7 +462,9 @@ class FaissGalleryIndex:
         pending = np.arange(nq)
         params, keep_alive = _search_parameters(self._index, selector, knobs, fetch=fetch)
         while pending.size:
-            dist, found = self._index.search(queries[pending], fetch, params=params)
+            dist, found = self._raw_search(
+                queries[pending], fetch, params=params, selector=selector, knobs=knobs
+            )
             scores = (dist if self._metric == "ip" else -dist).astype(np.float32)
             found = np.where(found >= 0, found, -1)  # tombstones never come back, but be sure
             if fetch >= n_candidates:
@@ -431,17 +483,18 @@ class FaissGalleryIndex:
     def remove(self, ids: npt.ArrayLike) -> int:
         """Remove ``(M,)`` ids; unknown ids are ignored. Returns how many were removed.
 
-        From an index FAISS cannot remove from (HNSW) the ids become tombstones (see the class
-        docstring); they no longer count, search or appear in :meth:`ids`.
+        From an HNSW or IVF index the ids become tombstones (see the class docstring); they no longer
+        count, search or appear in :meth:`ids`.
         """
         to_remove = np.intersect1d(np.unique(as_ids(ids)), self.ids())
         if to_remove.size == 0:
             return 0
-        try:
+        if isinstance(faiss.downcast_index(self._index.index), faiss.IndexFlatCodes):
             removed = int(self._index.remove_ids(faiss.IDSelectorBatch(to_remove)))
-        except RuntimeError:
+        else:
             removed = self._tombstone(to_remove)
         self._labels_cache = self._ids_cache = None
+        self._gpu = None  # internal labels moved: copied again at the next search
         return removed
 
     def _tombstone(self, ids: npt.NDArray[np.int64]) -> int:

@@ -207,6 +207,8 @@ class IndexStore:
         ef_search: default HNSW beam per search (None: FAISS's default).
         retrain_factor: growth (> 1) after which a trained index is trained again.
         max_train_bytes: memory cap of a training sample (float32 bytes).
+        gpu_device: GPU ordinal whose copies answer unfiltered searches (None: CPU only; see
+            :meth:`FaissGalleryIndex.use_gpu` and :func:`vireid.index.resolve_index_device`).
 
     Raises:
         ValueError: on a bad factory, metric, nprobe, ef_search or retrain_factor.
@@ -222,8 +224,10 @@ class IndexStore:
         ef_search: int | None = None,
         retrain_factor: float = DEFAULT_RETRAIN_FACTOR,
         max_train_bytes: int = DEFAULT_TRAIN_BYTES,
+        gpu_device: int | None = None,
     ) -> None:
         self._root = Path(data_dir).expanduser().resolve() / INDEXES_DIRNAME
+        self._gpu_device = gpu_device
         self._factory = factory
         self._metric = check_metric(metric)
         if not isinstance(factory, str) or not factory.startswith("IDMap"):
@@ -336,6 +340,7 @@ class IndexStore:
             shared._stop_log()
             logger.exception("index build %s/%s failed; the current index stays", *key)
             return
+        built.use_gpu(self._gpu_device)
         if not shared._swap_built(built):
             logger.info("index %s/%s was reloaded during its build; build dropped", *key)
             return
@@ -592,6 +597,7 @@ class IndexStore:
         self, key: IndexKey, index: FaissGalleryIndex, *, state: _DiskState | None, dirty: bool
     ) -> SharedIndex:
         """Put ``index`` in memory under ``key`` (swapping it into an existing handle). Hold ``_lock``."""
+        index.use_gpu(self._gpu_device)
         shared = self._indexes.get(key)
         if shared is None:
             shared = SharedIndex(index, model_version=key[0], modality=key[1])

@@ -357,6 +357,7 @@ def open_context(
         ModelRegistry,
         make_engine,
         make_sessionmaker,
+        resolve_index_device,
         upgrade_database,
     )
 
@@ -379,6 +380,7 @@ def open_context(
                 ef_search=settings.index_ef_search,
                 retrain_factor=settings.index_retrain_factor,
                 max_train_bytes=settings.index_train_max_mib << 20,
+                gpu_device=resolve_index_device(settings.index_device, gpu_id=settings.cuda_device_id),
             ),
             repository=GalleryRepository(),
             engine=engine,

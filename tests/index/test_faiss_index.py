@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 
@@ -319,3 +320,19 @@ def test_approximate_factory_returns_valid_results() -> None:
     assert (found[:, 0] == np.arange(1000, 1010)).all()
     assert np.isclose(scores[:, 0], 1.0, atol=1e-5).all()
     assert (np.diff(scores, axis=1) <= 0).all()
+
+
+def test_faiss_idmap_over_ivf_remove_is_why_ivf_uses_tombstones() -> None:
+    """FAISS's own IndexIDMap2 over IVF returns other ids after remove_ids; FaissGalleryIndex does not."""
+    vectors = _clustered(np.random.default_rng(12), 300)
+    ids = np.arange(1000, 1300)
+    raw = faiss.index_factory(16, "IDMap2,IVF4,Flat", faiss.METRIC_INNER_PRODUCT)
+    raw.train(vectors)
+    raw.add_with_ids(vectors, ids)
+    raw.remove_ids(faiss.IDSelectorBatch(np.array([1000, 1150])))
+    faiss.extract_index_ivf(raw).nprobe = 4
+    assert not np.array_equal(raw.search(vectors[295:], 1)[1].ravel(), ids[295:])  # FAISS: wrong ids
+    index = FaissGalleryIndex.build(16, _batches(ids, vectors), factory="IDMap2,IVF4,Flat", nprobe=4)
+    assert index.remove([1000, 1150]) == 2 and index.tombstones == 2 and len(index) == 298
+    np.testing.assert_array_equal(index.search(vectors[295:], 1)[1].ravel(), ids[295:])
+    assert 1150 not in index.search(vectors[150:151], 20)[1]
