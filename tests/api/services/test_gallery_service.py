@@ -221,3 +221,53 @@ def test_searches_keep_working_during_an_ingest(context: ServiceContext) -> None
     assert errors == [] and report.added == 36
     assert counts and min(counts) >= 4 and max(counts) <= 40
     assert len(SearchService(context).search(image_bytes(1), k=50).matches) == 40
+
+
+def test_ivf_gallery_is_trained_in_the_background_while_searches_go_on(
+    settings: Settings, embedder: FakeEmbedder
+) -> None:
+    """VIREID_INDEX_FACTORY=IDMap2,IVF4,Flat: exact until 156 items, trained by a background build,
+    searched with k results throughout (camera filter included), deletable, trained after a restart."""
+    import threading
+
+    settings = settings.model_copy(update={"index_factory": "IDMap2,IVF4,Flat", "index_nprobe": 1})
+    context = open_context(settings, embedder=embedder)
+    try:
+        service = GalleryService(context)
+        service.ingest(_records(range(100)), batch_size=50)
+        assert context.index("visible").built_factory == "IDMap2,Flat"
+        errors: list[BaseException] = []
+        stop = threading.Event()
+
+        def searcher() -> None:
+            try:
+                while not stop.is_set():
+                    result = SearchService(context).search(image_bytes(3), k=10, cameras=["cam2"])
+                    assert len(result.matches) in (0, 10)
+            except BaseException as exc:  # collected and asserted below
+                errors.append(exc)
+
+        thread = threading.Thread(target=searcher)
+        thread.start()
+        service.ingest(_records(range(100, 200), camera="cam2"), batch_size=50)
+        context.store.stop_builds(finish=True)
+        stop.set()
+        thread.join()
+        assert errors == []
+        index = context.index("visible")
+        assert index.built_factory == "IDMap2,IVF4,Flat" and len(index) == 200
+        # nprobe=1 would miss the cam2 items in other lists: the search widens until it has k.
+        matches = SearchService(context).search(image_bytes(150), k=10, cameras=["cam2"]).matches
+        assert len(matches) == 10 and {m.camera for m in matches} == {"cam2"}
+        first = service.ingest(_records([150], camera="cam2")).outcomes[0].id
+        assert first is not None
+        service.delete(first)
+        assert first not in [m.id for m in SearchService(context).search(image_bytes(150), k=10).matches]
+    finally:
+        context.close()
+    reopened = open_context(settings, embedder=embedder)
+    try:
+        assert reopened.index("visible").built_factory == "IDMap2,IVF4,Flat"
+        assert len(reopened.index("visible")) == 199
+    finally:
+        reopened.close()
