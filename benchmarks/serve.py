@@ -95,7 +95,7 @@ class Server:
     ) -> None:
         self.mode, self.delay_ms, self.max_batch = mode, delay_ms, max_batch
         env = {
-            "VIREID_EMBED_BATCHING": "true" if mode == "on" else "false",
+            "VIREID_EMBED_BATCHING": {"on": "true", "off": "false", "auto": "auto"}[mode],
             "VIREID_EMBED_MAX_QUEUE_DELAY_MS": str(delay_ms),
             "VIREID_EMBED_MAX_BATCH_SIZE": str(max_batch),
         }
@@ -272,7 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=None, help="exported model; default <work>/model")
     parser.add_argument("--clients", default="1,8,32,64", help="comma-separated client counts")
     parser.add_argument(
-        "--modes", default="on,off", help="batching modes; each client count runs them in turn"
+        "--modes",
+        default="on,off",
+        help="batching modes (on, off, auto = the default setting); each client count runs them in turn",
     )
     parser.add_argument("--requests", type=int, default=128, help="searches per case (at least 4 per client)")
     parser.add_argument("--delay-ms", type=float, default=None, help="VIREID_EMBED_MAX_QUEUE_DELAY_MS")
