@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from vireid.api.settings import Settings
     from vireid.serving.runtime import Embedder, ImageInput, Manifest
 
-__all__ = ["BatchMetrics", "BatcherClosedError", "BatchingEmbedder", "batching_embedder", "batching_pays_off"]
+__all__ = ["BatchMetrics", "BatcherClosedError", "BatchingEmbedder", "batching_embedder"]
 
 logger = logging.getLogger(__name__)
 
@@ -283,77 +283,16 @@ def _splittable(inner: object) -> _Preprocessing | None:
     return inner if isinstance(inner, BatchedEmbedder) else None
 
 
-#: Images per call of the start-up probe of ``VIREID_EMBED_BATCHING=auto`` on the CPU.
-PROBE_BATCH = 8
-#: ``auto`` turns batching on when a probe batch costs at most this share of the CPU time per image of
-#: single-image calls (below it the saving outweighs the queue delay and the serial dispatch).
-PROBE_GAIN = 0.85
-
-
-def batching_pays_off(embedder: Embedder, *, batch: int = PROBE_BATCH) -> tuple[bool, float, float]:
-    """Measure whether shared batches save CPU time per image with this model on this CPU.
-
-    Times the infrared graph on zero images (preprocessed, so only the network runs): three single-image
-    calls against one call of ``batch`` images, after a warm-up of each, in process CPU seconds (all of
-    ONNX Runtime's threads). Costs about ``5 + batch`` single-image embeddings at start-up (measured
-    0.2 s for the SALCR MobileNetV2, 2 s for the SALCR ResNet-50 on the 2-core VM of
-    docs/benchmarks.md, where a batch of 16 costs 0.66x per image for the ResNet-50 and 1.4x for the
-    MobileNetV2).
-
-    Args:
-        embedder: the model; must offer ``embed_preprocessed`` (the ONNX Runtime and TensorRT
-            embedders do), else the answer is no.
-        batch: images in the probe batch (>= 2).
-
-    Returns:
-        ``(pays_off, cpu_ms_per_image_single, cpu_ms_per_image_batched)``; pays off when the batched
-        cost is at most :data:`PROBE_GAIN` of the single one.
-    """
-    split = _splittable(embedder)
-    if split is None or batch < 2:
-        return False, float("nan"), float("nan")
-    spec = split.manifest.input
-    single = np.zeros((1, 3, spec.height, spec.width), dtype=np.float32)
-    joined = np.zeros((batch, 3, spec.height, spec.width), dtype=np.float32)
-    split.embed_preprocessed(single, "infrared")
-    split.embed_preprocessed(joined, "infrared")
-    start = time.process_time()
-    for _ in range(3):
-        split.embed_preprocessed(single, "infrared")
-    one = (time.process_time() - start) / 3
-    start = time.process_time()
-    split.embed_preprocessed(joined, "infrared")
-    many = (time.process_time() - start) / batch
-    return many <= PROBE_GAIN * one, one * 1000.0, many * 1000.0
-
-
 def batching_embedder(
     embedder: Embedder, settings: Settings, *, metrics: BatchMetrics | None = None
 ) -> BatchingEmbedder:
     """``embedder`` behind the batcher that ``settings.embed_*`` configure.
 
-    It is a pass-through when ``embed_batching`` is false or ``embed_max_queue_delay_ms`` is 0. With
-    ``"auto"`` batching is on for a model on a GPU (its ``device`` attribute is ``"cuda"``); on the CPU
-    it is on when :func:`batching_pays_off` measures that a shared batch saves CPU time per image with
-    this model (the decision and its numbers are logged).
+    It is a pass-through when ``embed_batching`` is false, or ``"auto"`` and the embedder does not run on
+    a GPU (its ``device`` attribute is not ``"cuda"``), or when ``embed_max_queue_delay_ms`` is 0.
     """
     mode = settings.embed_batching
-    on = mode is True
-    if mode == "auto":
-        if getattr(embedder, "device", "cpu") == "cuda":
-            on = True
-        elif settings.embed_max_queue_delay_ms > 0:
-            on, single_ms, batched_ms = batching_pays_off(embedder)
-            logger.info(
-                "dynamic batching %s for model %s on the CPU: %.1f CPU ms per image alone, %.1f in a batch "
-                "of %d (on when <= %.0f%%)",
-                "on" if on else "off",
-                getattr(embedder.manifest, "model_version", "?"),
-                single_ms,
-                batched_ms,
-                PROBE_BATCH,
-                PROBE_GAIN * 100,
-            )
+    on = mode is True or (mode == "auto" and getattr(embedder, "device", "cpu") == "cuda")
     delay_s = settings.embed_max_queue_delay_ms / 1000.0 if on else 0.0
     return BatchingEmbedder(
         embedder, max_batch_size=settings.embed_max_batch_size, max_queue_delay_s=delay_s, metrics=metrics

@@ -16,12 +16,7 @@ from PIL import Image
 
 from vireid.api import Settings
 from vireid.api.services import open_context
-from vireid.api.services._batching import (
-    BatcherClosedError,
-    BatchingEmbedder,
-    batching_embedder,
-    batching_pays_off,
-)
+from vireid.api.services._batching import BatcherClosedError, BatchingEmbedder, batching_embedder
 from vireid.serving.runtime import BatchedEmbedder, InputSpec, Manifest
 
 BAD = (7, 7)  # size of the image SlowEmbedder refuses
@@ -369,42 +364,6 @@ def test_settings_turn_batching_on_and_off(
     assert wrapped.enabled is enabled
     assert wrapped.max_batch_size == 7
     wrapped.close()
-
-
-class CpuCost(LinearBatched):
-    """Burns process CPU time per network call: ``fixed_ms + per_image_ms * n ** power``."""
-
-    def __init__(self, fixed_ms: float, per_image_ms: float, power: float) -> None:
-        super().__init__()
-        self.fixed_ms, self.per_image_ms, self.power = fixed_ms, per_image_ms, power
-
-    def _forward(self, batch: np.ndarray, modality: str) -> np.ndarray:
-        n = batch.shape[0]
-        end = time.process_time() + (self.fixed_ms + self.per_image_ms * n**self.power) / 1000.0
-        while time.process_time() < end:
-            pass
-        out: np.ndarray = batch.reshape(n, -1) @ self.weights
-        return out
-
-
-@pytest.mark.parametrize(
-    ("fixed_ms", "per_image_ms", "power", "pays"),
-    [
-        (8.0, 1.0, 1.0, True),  # a ResNet-50 on this CPU: per-call overhead dominates, 0.66x at 16
-        (0.0, 2.0, 1.5, False),  # a MobileNetV2 here: per-image cost grows with the batch, 1.4x at 16
-    ],
-)
-def test_auto_on_the_cpu_turns_batching_on_only_when_the_probe_measures_a_saving(
-    monkeypatch: pytest.MonkeyPatch, fixed_ms: float, per_image_ms: float, power: float, pays: bool
-) -> None:
-    model = CpuCost(fixed_ms, per_image_ms, power)
-    decided, single_ms, batched_ms = batching_pays_off(model)
-    assert decided is pays and single_ms > 0 and batched_ms > 0
-    monkeypatch.setenv("VIREID_EMBED_BATCHING", "auto")
-    wrapped = batching_embedder(model, Settings())
-    assert wrapped.enabled is pays
-    wrapped.close()
-    assert batching_pays_off(FakeEmbedder())[0] is False  # no embed_preprocessed: cannot probe, off
 
 
 def _search_all(client: TestClient, queries: list[bytes]) -> list[dict]:
