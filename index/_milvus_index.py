@@ -118,6 +118,7 @@ def connect(uri: str, *, token: str | None = None) -> Any:
     Raises:
         ImportError: pymilvus (or, for a file, milvus-lite) is not installed.
         ValueError: a malformed URI.
+        RuntimeError: a Milvus Lite file that cannot be opened (e.g. another process holds it).
     """
     check_milvus_uri(uri)
     pymilvus = _pymilvus()
@@ -131,7 +132,14 @@ def connect(uri: str, *, token: str | None = None) -> Any:
         logging.getLogger("pymilvus.client.iterator.query_iterator").addFilter(_LITE_NOISE)  # idempotent
         path = Path(uri).expanduser().resolve()
         path.parent.mkdir(parents=True, exist_ok=True)
-        return pymilvus.MilvusClient(uri=str(path))
+        try:
+            return pymilvus.MilvusClient(uri=str(path))
+        except pymilvus.exceptions.MilvusException as exc:
+            raise RuntimeError(
+                f"cannot open the Milvus Lite file {path}: {exc.message}. Milvus Lite serves one process "
+                f"at a time (is another vireid process using it?); several processes need a Milvus "
+                f"server (VIREID_MILVUS_URI=http://host:19530)"
+            ) from exc
     return pymilvus.MilvusClient(uri=uri, token=token or "")
 
 

@@ -204,3 +204,27 @@ def test_missing_pymilvus_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_p
     monkeypatch.setitem(sys.modules, "pymilvus", None)
     with pytest.raises(ImportError, match=r"vireid\[milvus\]"):
         milvus_connect(str(tmp_path / "x.db"))
+
+
+def test_a_lite_file_held_by_another_process_is_a_clear_error(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "held.db"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom vireid.index import milvus_connect\n"
+            f"milvus_connect({str(path)!r}).list_collections()\nprint('ready', flush=True)\ntime.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        with pytest.raises(RuntimeError, match="one process at a time"):
+            milvus_connect(str(path))
+    finally:
+        holder.kill()
+        holder.wait()
