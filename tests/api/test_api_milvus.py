@@ -35,9 +35,9 @@ def _settings(data_dir: Path, **fields: object) -> Settings:
     )
 
 
-def _milvus(data_dir: Path, milvus_file: str, prefix: str) -> Settings:
+def _milvus(data_dir: Path, milvus_file: str, prefix: str, **fields: object) -> Settings:
     return _settings(
-        data_dir, index_backend="milvus", milvus_uri=milvus_file, milvus_collection_prefix=prefix
+        data_dir, index_backend="milvus", milvus_uri=milvus_file, milvus_collection_prefix=prefix, **fields
     )
 
 
@@ -130,3 +130,42 @@ def test_settings_pick_and_check_the_backend(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         _settings(tmp_path, milvus_collection_prefix="bad-prefix")
     assert _settings(tmp_path, milvus_uri="").milvus_uri is None
+
+
+def test_model_versions_on_milvus(tmp_path: Path, milvus_file: str) -> None:
+    """Reindex into a second version's collections, delete an item from both, activate the second,
+    delete the first: its collections are dropped."""
+    from test_api_models import _loader, _model_dir
+
+    from vireid.api.services import ModelService
+    from vireid.index import milvus_collection_name, milvus_connect
+
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    key = {"X-API-Key": "k"}
+    settings = _milvus(
+        tmp_path / "data", milvus_file, prefix, api_key="k", model_dir=_model_dir(tmp_path, "fake0001")
+    )
+    milvus = milvus_connect(milvus_file)
+    names = {
+        (v, m): milvus_collection_name(v, m, prefix=prefix)
+        for v in ("fake0001", "fake0002")
+        for m in ("visible", "infrared")
+    }
+    with TestClient(create_app(settings, loader=_loader), raise_server_exceptions=False) as client:
+        ids = upload(client, [image_bytes(s) for s in range(5)], headers=key)
+        service = ModelService(client.app.state.context)  # type: ignore[attr-defined]
+        service.register(_model_dir(tmp_path, "fake0002"))
+        assert service.reindex("fake0002", batch_size=2).added == 5
+        assert client.delete(f"/gallery/{ids[0]}", headers=key).status_code == 204
+        for version in ("fake0001", "fake0002"):  # gone from both versions' collections
+            rows = milvus.query(names[(version, "visible")], filter="", output_fields=["count(*)"])
+            assert rows[0]["count(*)"] == 4, version
+        before = search(client, image_bytes(2), k=3)
+        assert client.post("/models/fake0002/activate", headers=key).status_code == 200
+        after = search(client, image_bytes(2), k=3)
+        assert after["model"]["version"] == "fake0002"
+        assert [m["score"] for m in after["matches"]] == [m["score"] for m in before["matches"]]
+        assert client.delete("/models/fake0001", headers=key).status_code == 204
+    assert not milvus.has_collection(names[("fake0001", "visible")])
+    assert not milvus.has_collection(names[("fake0001", "infrared")])
+    assert milvus.has_collection(names[("fake0002", "visible")])
