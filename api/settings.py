@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -112,6 +112,36 @@ class Settings(BaseSettings):
         description="Memory cap (MiB, float32) of the reservoir sample an IVF/PQ index is trained on; "
         "FAISS's 256 vectors per centroid are used when they fit, never fewer than 39.",
     )
+    index_backend: Literal["faiss", "milvus"] = Field(
+        default="faiss",
+        description="Where the gallery vectors live: faiss (index files in <data_dir>/indexes, one "
+        "process writes) or milvus (collections in Milvus, shared by every replica; docs/milvus.md).",
+    )
+    milvus_uri: str | None = Field(
+        default=None,
+        description="Milvus to use with index_backend=milvus: http://host:19530 (standalone or cluster) "
+        "or a local file ending in .db (Milvus Lite, one process); default <data_dir>/milvus.db.",
+    )
+    milvus_token: SecretStr | None = Field(
+        default=None, description="Milvus credentials (user:password or an API key); unused by Milvus Lite."
+    )
+    milvus_collection_prefix: str = Field(
+        default="vireid",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+        description="Prefix of the Milvus collection names, so several galleries can share one Milvus.",
+    )
+    milvus_index_type: str = Field(
+        default="FLAT",
+        description="Milvus vector index type of new collections: FLAT (exact), HNSW, IVF_FLAT, ...",
+    )
+    milvus_index_params: dict[str, Any] = Field(
+        default_factory=dict,
+        description='Build parameters of milvus_index_type, JSON (e.g. {"M": 16, "efConstruction": 200}).',
+    )
+    milvus_search_params: dict[str, Any] = Field(
+        default_factory=dict,
+        description='Milvus search parameters, JSON (e.g. {"ef": 64} for HNSW, {"nprobe": 16} for IVF).',
+    )
     backend: Literal["auto", "onnxruntime", "tensorrt"] = Field(default="auto", description="Embedder.")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Embedder device.")
     batch_size: int = Field(default=32, gt=0, description="Images embedded and committed per ingest batch.")
@@ -158,7 +188,15 @@ class Settings(BaseSettings):
         default=4.0, gt=0, description="TensorRT builder workspace limit in GiB (backend=tensorrt only)."
     )
 
-    @field_validator("api_key", "database_url", "model_dir", "trt_engine_cache_dir", mode="before")
+    @field_validator(
+        "api_key",
+        "database_url",
+        "model_dir",
+        "trt_engine_cache_dir",
+        "milvus_uri",
+        "milvus_token",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         """An empty variable (``VIREID_API_KEY=``) means "not set", as compose files often pass one."""
@@ -216,6 +254,23 @@ class Settings(BaseSettings):
         from vireid.index import default_database_url
 
         return str(default_database_url(self.data_dir))
+
+    @field_validator("milvus_uri")
+    @classmethod
+    def _check_milvus_uri(cls, value: str | None) -> str | None:
+        """A server URI, or a Milvus Lite file path ending in .db (pymilvus starts Lite only for those)."""
+        if value is None:
+            return None
+        from vireid.index._milvus_index import check_milvus_uri
+
+        return check_milvus_uri(value)
+
+    @property
+    def resolved_milvus_uri(self) -> str:
+        """The Milvus URI, defaulting to a Milvus Lite file ``<data_dir>/milvus.db``."""
+        if self.milvus_uri:
+            return self.milvus_uri
+        return str(self.data_dir.expanduser().resolve() / "milvus.db")
 
     @property
     def resolved_trt_engine_cache_dir(self) -> Path:

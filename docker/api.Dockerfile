@@ -8,13 +8,15 @@ FROM python:${PYTHON_VERSION}-slim AS builder
 COPY --from=ghcr.io/astral-sh/uv:0.5 /uv /usr/local/bin/uv
 ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never
 ARG ORT_EXTRA=serve
+# --build-arg INDEX_EXTRA=milvus adds pymilvus for VIREID_INDEX_BACKEND=milvus (docker/compose.yaml profile milvus).
+ARG INDEX_EXTRA=
 WORKDIR /app
 RUN uv venv /opt/venv
 ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
 # Dependencies first (cached layer), then the project.
 COPY pyproject.toml README.md LICENSE ./
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv pip install -r pyproject.toml --extra "$ORT_EXTRA" --extra postgres
+    uv pip install -r pyproject.toml --extra "$ORT_EXTRA" --extra postgres ${INDEX_EXTRA:+--extra "$INDEX_EXTRA"}
 COPY vireid ./vireid
 COPY training ./training
 COPY serving ./serving

@@ -1,8 +1,10 @@
 """Gallery index: FAISS vector indexes and SQL metadata (architecture.md contract 5).
 
-Imports only numpy, faiss, sqlalchemy and alembic: never torch or another vireid package.
+Imports only numpy, faiss, sqlalchemy and alembic: never torch or another vireid package. The Milvus
+backend (``MilvusIndexStore``) imports pymilvus only when it connects (the ``milvus`` extra).
 """
 
+from vireid.index._backend import FilteringIndex, IndexBackend, StoreIndex
 from vireid.index._crops import CROPS_DIRNAME, CropStore, sniff_media_type
 from vireid.index._db import (
     DATABASE_FILENAME,
@@ -17,6 +19,15 @@ from vireid.index._db import (
 from vireid.index._faiss_index import DEFAULT_FACTORY, FaissGalleryIndex
 from vireid.index._gpu import gpu_count, resolve_index_device
 from vireid.index._manifest import MANIFEST_FORMAT_VERSION, IndexManifest
+from vireid.index._milvus_index import (
+    MILVUS_EXTRA,
+    MetadataFilter,
+    MilvusGalleryIndex,
+    check_milvus_uri,
+)
+from vireid.index._milvus_index import collection_name as milvus_collection_name
+from vireid.index._milvus_index import connect as milvus_connect
+from vireid.index._milvus_store import MilvusIndexStore, MilvusSharedIndex
 from vireid.index._models import (
     Base,
     Embedding,
@@ -40,6 +51,7 @@ __all__ = [
     "INDEXES_DIRNAME",
     "MANIFEST_FORMAT_VERSION",
     "METRICS",
+    "MILVUS_EXTRA",
     "MODALITIES",
     "Base",
     "CorruptIndexError",
@@ -47,20 +59,28 @@ __all__ = [
     "DuplicateItemError",
     "Embedding",
     "FaissGalleryIndex",
+    "FilteringIndex",
     "GalleryIndex",
     "GalleryItem",
     "GalleryKey",
     "GalleryRepository",
+    "IndexBackend",
     "IndexManifest",
     "IndexStore",
+    "MetadataFilter",
+    "MilvusGalleryIndex",
+    "MilvusIndexStore",
+    "MilvusSharedIndex",
     "ModelRegistry",
     "ModelVersion",
     "NewItem",
     "NumpyGalleryIndex",
     "ReindexSource",
     "SharedIndex",
+    "StoreIndex",
     "UTCDateTime",
     "alembic_config",
+    "check_milvus_uri",
     "decode_vector",
     "default_database_url",
     "downgrade_database",
@@ -69,6 +89,8 @@ __all__ = [
     "ids_digest",
     "make_engine",
     "make_sessionmaker",
+    "milvus_collection_name",
+    "milvus_connect",
     "normalize_url",
     "resolve_index_device",
     "sniff_media_type",

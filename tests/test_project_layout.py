@@ -49,3 +49,23 @@ def test_compose_requires_an_api_key_and_publishes_on_localhost() -> None:
     api = compose["services"]["api"]
     assert api["environment"]["VIREID_API_KEY"].startswith("${VIREID_API_KEY:?")
     assert all(str(port).startswith("${VIREID_PUBLISH:-127.0.0.1}:") for port in api["ports"])
+
+
+def test_compose_milvus_profile_runs_the_api_on_milvus() -> None:
+    """docker/compose.yaml profile "milvus": Milvus standalone (etcd, MinIO) and an API service on it
+    (issue #14, item 7). Parsed only; docker is not run here."""
+    import yaml
+
+    compose = yaml.safe_load((Path(__file__).resolve().parents[1] / "docker" / "compose.yaml").read_text())
+    services = compose["services"]
+    for name in ("etcd", "minio", "milvus", "api-milvus"):
+        assert services[name]["profiles"] == ["milvus"], name
+    assert "profiles" not in services["api"] and "profiles" not in services["db"]
+    api = services["api-milvus"]
+    assert api["environment"]["VIREID_INDEX_BACKEND"] == "milvus"
+    assert api["environment"]["VIREID_MILVUS_URI"] == "http://milvus:19530"
+    assert api["environment"]["VIREID_API_KEY"].startswith("${VIREID_API_KEY:?")
+    assert api["build"]["args"]["INDEX_EXTRA"] == "milvus"
+    assert set(api["depends_on"]) == {"db", "milvus"}
+    assert all(str(port).startswith(("${VIREID_PUBLISH:-127.0.0.1}:", "127.0.0.1:")) for port in api["ports"])
+    assert all(str(port).startswith("127.0.0.1:") for port in services["milvus"]["ports"])

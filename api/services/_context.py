@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
     from sqlalchemy.orm import Session, sessionmaker
 
-    from vireid.index import CropStore, GalleryRepository, IndexStore, ModelRegistry, SharedIndex
+    from vireid.index import CropStore, GalleryRepository, IndexBackend, ModelRegistry, StoreIndex
     from vireid.serving.runtime import Embedder
 
 __all__ = ["MODELS_DIRNAME", "EmbedderLoader", "ServiceContext", "model_version_of", "open_context"]
@@ -67,7 +67,8 @@ class ServiceContext:
         embedder: the active model's runtime embedder (architecture Contract 4); replaced as a whole by
             :meth:`activate`, so read it once per request.
         sessions: SQLAlchemy session factory for the gallery database.
-        store: the gallery indexes, one per (model version, modality).
+        store: the gallery indexes, one per (model version, modality): FAISS files or Milvus
+            collections (``settings.index_backend``).
         repository: SQL access; its methods take a session and never commit (house-style §26).
         engine: the database engine, disposed by :meth:`close`.
         lock: serialises every change to SQL + indexes in this process.
@@ -84,7 +85,7 @@ class ServiceContext:
     settings: Settings
     embedder: Embedder
     sessions: sessionmaker[Session]
-    store: IndexStore
+    store: IndexBackend
     repository: GalleryRepository
     engine: Engine | None = None
     crops: CropStore | None = None
@@ -112,11 +113,11 @@ class ServiceContext:
         """Embedding dimension D."""
         return int(self.embedder.manifest.embedding_dim)
 
-    def index(self, modality: Modality) -> SharedIndex:
+    def index(self, modality: Modality) -> StoreIndex:
         """The loaded index of ``modality`` for the current model."""
         return self.store.get(self.model_version, modality, dim=self.dim)
 
-    def index_of(self, embedder: Embedder, modality: Modality) -> SharedIndex:
+    def index_of(self, embedder: Embedder, modality: Modality) -> StoreIndex:
         """The loaded index of ``modality`` for the model of ``embedder`` (a request's snapshot)."""
         return self.store.get(model_version_of(embedder), modality, dim=int(embedder.manifest.embedding_dim))
 
@@ -350,14 +351,13 @@ def open_context(
         FileNotFoundError: no model is active and the model directory has no exported model.
         ValueError: a malformed manifest or database URL.
     """
+    from vireid.api.services._index_backend import open_index_store
     from vireid.index import (
         CropStore,
         GalleryRepository,
-        IndexStore,
         ModelRegistry,
         make_engine,
         make_sessionmaker,
-        resolve_index_device,
         upgrade_database,
     )
 
@@ -373,15 +373,7 @@ def open_context(
             settings=settings,
             embedder=chosen,
             sessions=sessions,
-            store=IndexStore(
-                settings.data_dir,
-                factory=settings.index_factory,
-                nprobe=settings.index_nprobe,
-                ef_search=settings.index_ef_search,
-                retrain_factor=settings.index_retrain_factor,
-                max_train_bytes=settings.index_train_max_mib << 20,
-                gpu_device=resolve_index_device(settings.index_device, gpu_id=settings.cuda_device_id),
-            ),
+            store=open_index_store(settings, sessions),
             repository=GalleryRepository(),
             engine=engine,
             crops=CropStore(settings.data_dir) if settings.store_crops else None,

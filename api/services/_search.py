@@ -19,7 +19,7 @@ from vireid.api.services._records import parse_modality
 from vireid.api.settings import Modality
 
 if TYPE_CHECKING:
-    from vireid.index import SharedIndex
+    from vireid.index import StoreIndex
 
 __all__ = ["MAX_K", "SearchMatch", "SearchResult", "SearchService", "other_modality"]
 
@@ -138,7 +138,7 @@ class SearchService:
         self,
         vector: np.ndarray,
         *,
-        index: SharedIndex,
+        index: StoreIndex,
         version: str,
         k: int,
         target: Modality,
@@ -149,7 +149,10 @@ class SearchService:
         repo = self._ctx.repository
         allowed: np.ndarray | None = None
         with self._ctx.session() as session:
-            if cameras is not None or since is not None or until is not None:
+            filtered = cameras is not None or since is not None or until is not None
+            # An index that runs the filters itself (Milvus, vireid.index.FilteringIndex) skips the SQL query.
+            filter_inside = getattr(index, "search_filtered", None) if filtered else None
+            if filtered and filter_inside is None:
                 allowed = repo.matching_ids(
                     session=session,
                     model_version=version,
@@ -160,7 +163,10 @@ class SearchService:
                 )
                 if allowed.size == 0:
                     return []
-            scores, ids = index.search(vector, k, allowed_ids=allowed)
+            if filter_inside is not None:
+                scores, ids = filter_inside(vector, k, cameras=cameras, since=since, until=until)
+            else:
+                scores, ids = index.search(vector, k, allowed_ids=allowed)
             hits = [(int(i), float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
             rows = repo.filter_ids(session=session, ids=np.asarray([i for i, _ in hits], dtype=np.int64))
             by_id = {int(row.id): row for row in rows}
