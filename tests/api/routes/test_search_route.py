@@ -34,7 +34,23 @@ def test_search_finds_the_same_crop_first_in_descending_score(client: TestClient
     assert body["matches"][0]["score"] == pytest.approx(1.0, abs=1e-5)
     assert body["took_ms"] >= 0
     match = body["matches"][0]
-    assert set(match) == {"id", "score", "camera", "modality", "captured_at", "track_id", "source"}
+    assert set(match) == {
+        "id",
+        "score",
+        "camera",
+        "modality",
+        "captured_at",
+        "track_id",
+        "source",
+        "track_matches",
+    }
+    assert match["track_matches"] is None
+    assert (body["query_images"], body["group_by"], body["rerank"], body["candidates"]) == (
+        1,
+        "none",
+        "none",
+        5,
+    )
     assert (match["camera"], match["modality"], match["source"]) == ("cam1", "visible", "img3.jpg")
 
 
