@@ -24,6 +24,7 @@ __all__ = [
     "MAX_K",
     "MAX_SOURCE_CHARS",
     "MAX_TRACK_ID_CHARS",
+    "MAX_TUNING",
     "MIN_DATETIME",
     "MIN_ITEM_ID",
     "ItemIdPath",
@@ -51,6 +52,8 @@ MAX_SOURCE_CHARS: Final = 1024
 MAX_FILTER_CAMERAS: Final = 1000
 #: Largest number of results one search may ask for.
 MAX_K: Final = 1000
+#: Largest ``nprobe`` / ``ef_search`` of one search (FAISS caps nprobe at the list count anyway).
+MAX_TUNING: Final = 65536
 
 ItemIdPath = Annotated[
     int,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -45,12 +46,20 @@ class Match(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: int
-    score: float = Field(description="Cosine similarity to the query, in [-1, 1]; higher is closer.")
+    score: float = Field(
+        description="Cosine similarity to the query, in [-1, 1]; higher is closer. With rerank=cmfp, the "
+        "cosine similarity of the CMFP-propagated vectors (the re-ranked score)."
+    )
     camera: str
     modality: Modality
     captured_at: datetime | None = None
     track_id: str | None = None
     source: str | None = None
+    track_matches: int | None = Field(
+        default=None,
+        description="group_by=track only: how many of the candidates examined belong to this match's "
+        "group (its track_id; 1 for an item without a track_id, a group of its own); null otherwise.",
+    )
 
 
 class SearchResponse(BaseModel):
@@ -61,6 +70,20 @@ class SearchResponse(BaseModel):
     target_modality: Modality
     matches: list[Match]
     took_ms: float = Field(description="Server-side time for decode, embed and search, in milliseconds.")
+    query_images: int = Field(
+        default=1, description="Number of query crops fused into the query vector (1 for one crop)."
+    )
+    group_by: Literal["none", "track"] = Field(
+        default="none", description="track: one match per gallery track_id, and k counts tracks."
+    )
+    rerank: Literal["none", "cmfp"] = Field(
+        default="none", description="cmfp: scores are re-ranked by test-time CMFP of the top candidates."
+    )
+    candidates: int = Field(
+        default=0,
+        description="Gallery items examined: the index's top hits that were grouped and/or re-ranked "
+        "(equal to the number of matches for a plain search).",
+    )
 
 
 class GalleryItemCreate(BaseModel):

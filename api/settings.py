@@ -187,6 +187,30 @@ class Settings(BaseSettings):
     trt_workspace_gib: float = Field(
         default=4.0, gt=0, description="TensorRT builder workspace limit in GiB (backend=tensorrt only)."
     )
+    # Tracklet queries and re-ranking of POST /search (issue #14, items 5 and 6).
+    max_query_images: int = Field(
+        default=16,
+        gt=0,
+        description="Most `image` parts (crops of one tracklet, fused into one query) in one POST /search; "
+        "more is 422.",
+    )
+    rerank_candidates: int = Field(
+        default=100,
+        gt=0,
+        description="R: top candidates re-scored by rerank=cmfp (at least k are re-scored).",
+    )
+    rerank_k: int = Field(
+        default=8,
+        gt=0,
+        description="CMFP neighbours per block for rerank=cmfp (methods.md §A.6: the official tester "
+        "default 8; 30 was used on the full SYSU test set).",
+    )
+    rerank_max_candidates: int = Field(
+        default=2000,
+        gt=0,
+        description="Most candidates one rerank=cmfp search may re-score (cost grows with their square); "
+        "a group_by=track search that needs more to find k tracks is 422.",
+    )
 
     @field_validator(
         "api_key",

@@ -362,6 +362,42 @@ class GalleryRepository:
             yield ids, np.stack([decode_vector(row[2], dim) for row in rows])
             last = int(ids[-1])
 
+    def embeddings_of(
+        self, *, session: Session, ids: npt.ArrayLike
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """Stored embeddings of the given items, in the order of ``ids`` (e.g. search candidates).
+
+        One ``SELECT ... WHERE item_id IN (...)`` per :attr:`in_chunk` ids. Unknown ids (deleted since
+        the index was searched) and ``-1`` padding are left out; repeated ids are returned once.
+
+        Args:
+            session: open session.
+            ids: ``(K,)`` int64 item ids.
+
+        Returns:
+            ``(found (n,) int64, vectors (n, D) float32)``; ``(0,)`` and ``(0, 0)`` when none is found.
+
+        Raises:
+            ValueError: bad ids, stored vectors of different dims or of a byte length that does not match.
+        """
+        arr = np.asarray(ids)
+        order = list(dict.fromkeys(as_ids(arr[arr != -1]).tolist()))
+        stored: dict[int, tuple[int, bytes]] = {}
+        for chunk in _chunks(order, self._in_chunk):
+            stmt = select(Embedding.item_id, Embedding.dim, Embedding.vector).where(
+                Embedding.item_id.in_(chunk)
+            )
+            stored.update((int(row[0]), (int(row[1]), row[2])) for row in session.execute(stmt))
+        found = [i for i in order if i in stored]
+        if not found:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+        dims = {stored[i][0] for i in found}
+        if len(dims) != 1:
+            raise ValueError(f"stored embeddings of the requested ids mix dims {sorted(dims)}")
+        dim = dims.pop()
+        vectors = np.stack([decode_vector(stored[i][1], dim) for i in found])
+        return np.asarray(found, dtype=np.int64), vectors
+
 
 def _filters(
     *, cameras: Sequence[str] | None, since: datetime | None, until: datetime | None

@@ -18,7 +18,17 @@ from vireid.api.services._layouts import (
 )
 from vireid.api.services._models import ModelService, ModelSummary, ReindexReport
 from vireid.api.services._records import IngestFailure, IngestRecord, parse_modality
-from vireid.api.services._search import MAX_K, SearchMatch, SearchResult, SearchService, other_modality
+from vireid.api.services._rerank import cmfp_rerank
+from vireid.api.services._search import (
+    MAX_K,
+    GroupBy,
+    Rerank,
+    SearchMatch,
+    SearchResult,
+    SearchService,
+    fuse_tracklet,
+    other_modality,
+)
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -27,6 +37,7 @@ __all__ = [
     "SYSU_SPLITS",
     "GalleryService",
     "GalleryStatsResult",
+    "GroupBy",
     "IngestFailure",
     "IngestOutcome",
     "IngestRecord",
@@ -34,11 +45,14 @@ __all__ = [
     "ModelService",
     "ModelSummary",
     "ReindexReport",
+    "Rerank",
     "SearchMatch",
     "SearchResult",
     "SearchService",
     "ServiceContext",
     "check_request_pixels",
+    "cmfp_rerank",
+    "fuse_tracklet",
     "model_version_of",
     "open_context",
     "other_modality",

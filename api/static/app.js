@@ -93,12 +93,13 @@ async function loadOverview() {
   }
 }
 
-function showQueryPreview(file) {
-  const url = URL.createObjectURL(file);
+function showQueryPreview(files) {
+  const url = URL.createObjectURL(files[0]);
   const preview = $("query-preview");
   preview.src = url;
   preview.hidden = false;
-  $("drop-text").textContent = file.name;
+  $("drop-text").textContent = files.length > 1
+    ? `${files[0].name} and ${files.length - 1} more (one tracklet)` : files[0].name;
 }
 
 function matchCard(match, rank) {
@@ -109,7 +110,8 @@ function matchCard(match, rank) {
     el("div", { class: "score" }, `#${rank} · ${match.score.toFixed(3)}`),
     el("div", { class: "meta" }, match.camera),
     el("div", { class: "meta" }, formatTime(match.captured_at)),
-    el("div", { class: "meta" }, match.track_id ? `track ${match.track_id}` : "no track"));
+    el("div", { class: "meta" }, (match.track_id ? `track ${match.track_id}` : "no track")
+      + (match.track_matches > 1 ? ` · ${match.track_matches} crops` : "")));
   const open = () => showDetail(match.id);
   card.addEventListener("click", open);
   card.addEventListener("keydown", (event) => { if (event.key === "Enter") open(); });
@@ -118,12 +120,14 @@ function matchCard(match, rank) {
 
 async function search(event) {
   event.preventDefault();
-  const file = $("query-file").files[0];
-  if (!file) { setStatus("pick a query crop first", true); return; }
+  const files = [...$("query-file").files];
+  if (!files.length) { setStatus("pick a query crop first", true); return; }
+  const file = files[0];
   const form = new FormData();
-  form.append("image", file);
+  for (const crop of files) form.append("image", crop);  // several: one person's tracklet
   form.append("modality", $("modality").value);
   form.append("k", $("k").value);
+  if ($("group-by-track").checked) form.append("group_by", "track");
   for (const name of ["cameras", "since", "until"]) {
     const value = $(name).value.trim();
     if (value) form.append(name, value);
@@ -137,8 +141,10 @@ async function search(event) {
     const body = await response.json();
     $("results-query").src = URL.createObjectURL(file);
     $("matches").replaceChildren(...body.matches.map((m, i) => matchCard(m, i + 1)));
-    $("results-summary").textContent = `${body.matches.length} ${body.target_modality} matches for a `
-      + `${body.query_modality} query · model ${body.model.method} ${body.model.version.slice(0, 12)} · `
+    const query = body.query_images > 1 ? `tracklet of ${body.query_images} crops` : "query";
+    const per = body.group_by === "track" ? " (one per track)" : "";
+    $("results-summary").textContent = `${body.matches.length} ${body.target_modality} matches${per} for a `
+      + `${body.query_modality} ${query} · model ${body.model.method} ${body.model.version.slice(0, 12)} · `
       + `${body.took_ms.toFixed(0)} ms`;
     $("results-panel").hidden = false;
     setStatus(body.matches.length ? "" : "no gallery item passes these filters");
@@ -197,7 +203,7 @@ async function addCrops(event) {
 function setUpDrop() {
   const drop = $("drop");
   const input = $("query-file");
-  input.addEventListener("change", () => { if (input.files[0]) showQueryPreview(input.files[0]); });
+  input.addEventListener("change", () => { if (input.files.length) showQueryPreview(input.files); });
   for (const name of ["dragenter", "dragover"]) {
     drop.addEventListener(name, (event) => { event.preventDefault(); drop.classList.add("over"); });
   }
@@ -208,7 +214,7 @@ function setUpDrop() {
     event.preventDefault();
     if (event.dataTransfer.files.length) {
       input.files = event.dataTransfer.files;
-      showQueryPreview(input.files[0]);
+      showQueryPreview(input.files);
     }
   });
 }

@@ -139,6 +139,32 @@ def test_ingest_sysu_layout_then_search(tmp_path: Path, capsys: pytest.CaptureFi
     assert len(stats_hits["matches"]) == 8 + 8  # test: 2 ids × 4 RGB cams; train: 2 ids × 4 RGB cams
 
 
+def test_search_with_a_tracklet_grouped_by_track(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "SYSU-MM01"
+    make_sysu(root)
+    args = ("--data-dir", str(tmp_path / "data"))
+    assert (
+        main(["ingest", str(root), "--layout", "sysu-mm01", "--split", "test", *args, "--no-progress"]) == 0
+    )
+    capsys.readouterr()
+    tracklet = [str(root / f"cam{cam}" / "0004" / "0001.jpg") for cam in (3, 6)] + [
+        str(root / "cam1/0005/0001.jpg")
+    ]
+    code, body = _json(capsys, "search", *tracklet, "-k", "5", "--group-by", "track", *args)
+    assert code == 0 and body["query_images"] == 3 and body["group_by"] == "track"
+    assert sorted(m["track_id"] for m in body["matches"]) == ["0004", "0005"]
+    # fewer tracks than k: all 8 candidates examined, cams 1, 2, 4, 5 of each identity
+    assert [m["track_matches"] for m in body["matches"]] == [4, 4] and body["candidates"] == 8
+    code, out = _run(capsys, "search", *tracklet, "-k", "2", "--group-by", "track", "--rerank", "cmfp", *args)
+    assert code == 0
+    assert "3 images fused, grouped by track, re-ranked by cmfp" in out.splitlines()[0]
+    assert out.splitlines()[1].split()[-1] == "track_matches"
+    assert len(out.splitlines()) == 4
+    with pytest.raises(SystemExit) as exit_info:
+        main(["search", tracklet[0], "--group-by", "camera", *args])
+    assert exit_info.value.code == 2
+
+
 def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "crops").mkdir()
     (tmp_path / "crops" / "a.jpg").write_bytes(image_bytes(1))

@@ -2,8 +2,9 @@
 PostgreSQL: no 5xx, every response conforms to the documented schema, status and content type.
 
 Schemathesis draws the requests from the app's own OpenAPI document, valid ones and ones that break it
-(wrong types, out-of-range values, missing fields); image fields are either the random
-bytes it draws or, half the time, a real small JPEG / PNG / BMP, so that the routes get past decoding
+(wrong types, out-of-range values, missing fields); image fields (``POST /search``'s repeated ``image``,
+``POST /gallery``'s ``images``) are either the random bytes it draws or, three times in four, one to
+three real small JPEG / PNG / BMP files, so that the routes get past decoding
 and their other fields (camera names, timestamps, ids, ``k``, filters) meet the database. The examples
 are bounded and derandomised, so a run is repeatable and takes seconds.
 """
@@ -47,14 +48,19 @@ def live_url(db_settings: Settings) -> Iterator[str]:
 def _with_real_images(body: Any, data: Any) -> Any:
     if not isinstance(body, dict):
         return body
-    if "image" in body and data.draw(st.booleans(), label="real query image"):
-        body = {**body, "image": data.draw(st.sampled_from(IMAGES))}
-    if (
-        isinstance(body.get("images"), list)
-        and body["images"]
-        and data.draw(st.booleans(), label="real images")
-    ):
-        body = {**body, "images": data.draw(st.lists(st.sampled_from(IMAGES), min_size=1, max_size=3))}
+    for field in ("image", "images"):  # POST /search's query crop(s), POST /gallery's crops
+        if (
+            isinstance(body.get(field), list)
+            and body[field]
+            and data.draw(st.integers(0, 3), label=f"real {field}") > 0  # 3 in 4: past decoding
+        ):
+            images = data.draw(st.lists(st.sampled_from(IMAGES), min_size=1, max_size=3))
+            # 1 in 4 of those are a plain valid request (required fields only), so that requests reach
+            # the services however many optional fields the schema grows.
+            if data.draw(st.integers(0, 3), label=f"plain request with {field}") == 0:
+                required = {"camera": "cam1", "modality": "visible"} if field == "images" else {}
+                return {**required, field: images}
+            body = {**body, field: images}
     return body
 
 

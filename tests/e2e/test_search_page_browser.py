@@ -182,6 +182,25 @@ def test_search_shows_k_stored_crops_with_scores(
     page.close()
 
 
+def test_a_tracklet_query_grouped_by_track(service: dict[str, Any], browser: Any, tmp_path: Path) -> None:
+    paths = []
+    for seed in (3, 4):
+        paths.append(tmp_path / f"tracklet-{seed}.png")
+        paths[-1].write_bytes(_crop(seed))
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(service["url"] + "/")
+    page.set_input_files("#query-file", [str(p) for p in paths])
+    assert "and 1 more (one tracklet)" in page.inner_text("#drop-text")
+    page.check("#group-by-track")
+    page.click("#search-button")
+    _until(page, "document.getElementById('results-summary').textContent.includes('tracklet of 2 crops')")
+    assert "(one per track)" in page.inner_text("#results-summary")
+    metas = [card.inner_text() for card in page.query_selector_all("#matches .match")]
+    # All 12 gallery crops are track t1: one card for it (plus one per untracked crop a later test adds).
+    assert sum("track t1 · 12 crops" in text for text in metas) == 1, metas
+    page.close()
+
+
 def test_writes_ask_for_the_api_key(service: dict[str, Any], browser: Any, tmp_path: Path) -> None:
     crop = tmp_path / "new.png"
     crop.write_bytes(_crop(100))

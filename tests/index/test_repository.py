@@ -165,6 +165,23 @@ def test_filter_ids_keeps_order_and_applies_filters(session: Session, repo: Gall
     assert allowed.dtype == np.int64 and allowed.tolist() == b
 
 
+def test_embeddings_of_returns_stored_vectors_in_the_order_asked(
+    session: Session, repo: GalleryRepository
+) -> None:
+    vectors = _vectors(9, dim=16, seed=5)
+    ids = repo.add_items(session=session, items=_items(0, 9), vectors=vectors, model_version="v1")
+    session.commit()
+    order = [ids[7], ids[0], -1, 10**9, ids[3], ids[7], ids[8], ids[1]]  # chunks of 4, a gap, a repeat
+    found, got = repo.embeddings_of(session=session, ids=np.array(order))
+    assert found.dtype == np.int64 and got.dtype == np.float32
+    assert found.tolist() == [ids[7], ids[0], ids[3], ids[8], ids[1]]
+    np.testing.assert_array_equal(got, vectors[[7, 0, 3, 8, 1]])
+    none, empty = repo.embeddings_of(session=session, ids=[10**9])
+    assert none.shape == (0,) and empty.shape == (0, 0)
+    with pytest.raises(ValueError):
+        repo.embeddings_of(session=session, ids=[-5])
+
+
 def test_iter_embeddings_rebuilds_everything(session: Session, repo: GalleryRepository) -> None:
     vectors = _vectors(11, dim=16, seed=3)
     ids = repo.add_items(session=session, items=_items(0, 11), vectors=vectors, model_version="v1")

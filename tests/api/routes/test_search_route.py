@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -34,7 +35,23 @@ def test_search_finds_the_same_crop_first_in_descending_score(client: TestClient
     assert body["matches"][0]["score"] == pytest.approx(1.0, abs=1e-5)
     assert body["took_ms"] >= 0
     match = body["matches"][0]
-    assert set(match) == {"id", "score", "camera", "modality", "captured_at", "track_id", "source"}
+    assert set(match) == {
+        "id",
+        "score",
+        "camera",
+        "modality",
+        "captured_at",
+        "track_id",
+        "source",
+        "track_matches",
+    }
+    assert match["track_matches"] is None
+    assert (body["query_images"], body["group_by"], body["rerank"], body["candidates"]) == (
+        1,
+        "none",
+        "none",
+        5,
+    )
     assert (match["camera"], match["modality"], match["source"]) == ("cam1", "visible", "img3.jpg")
 
 
@@ -175,3 +192,39 @@ def test_upload_over_limit_is_413(client: TestClient, settings: Settings) -> Non
     assert response.status_code == 413
     assert "limit" in response.json()["detail"]
     assert client.get("/healthz").status_code == 200
+
+
+def test_nprobe_and_ef_search_tune_one_search(
+    make_client: Callable[..., TestClient], settings: Settings
+) -> None:
+    """An IVF gallery probed by one list by default; `nprobe` widens one search to every list, which
+    makes it exact. Out-of-range values are 422; `ef_search` means nothing to IVF-Flat and changes nothing."""
+    settings = settings.model_copy(update={"index_factory": "IDMap2,IVF4,Flat", "index_nprobe": 1})
+    client = make_client(settings)
+    images = [image_bytes(seed) for seed in range(200)]
+    ids: list[int] = []
+    for start in range(0, 200, 50):
+        ids += upload(client, images[start : start + 50])
+    client.app.state.context.store.stop_builds(finish=True)  # type: ignore[attr-defined]
+    assert client.app.state.context.index("visible").built_factory == "IDMap2,IVF4,Flat"  # type: ignore[attr-defined]
+    embedder = FakeEmbedder()
+    gallery = embedder.embed([Image.open(io.BytesIO(data)) for data in images], "visible")
+    reference = NumpyGalleryIndex(gallery.shape[1])
+    reference.add(ids, gallery)
+    differ = 0
+    for seed in range(1000, 1020):
+        query = image_bytes(seed)
+        exact = reference.search(embedder.embed([Image.open(io.BytesIO(query))], "infrared"), 10)[1][
+            0
+        ].tolist()
+        wide = search(client, query, k=10, nprobe=4, ef_search=8)
+        assert [m["id"] for m in wide["matches"]] == exact
+        narrow = search(client, query, k=10)
+        assert len(narrow["matches"]) == 10
+        differ += [m["id"] for m in narrow["matches"]] != exact
+    assert differ > 0  # one list of four does not always hold the ten best
+    for name, value in (("nprobe", 0), ("nprobe", 65537), ("ef_search", -1)):
+        response = client.post(
+            "/search", files={"image": ("q.jpg", images[0], "image/jpeg")}, data={name: str(value)}
+        )
+        assert response.status_code == 422 and name in response.text
