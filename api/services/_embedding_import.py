@@ -26,7 +26,8 @@ Validation reads both files completely before anything is written (row count, mo
 text bounds, hex digest, dtype, shape, dim, finite values, zero rows); any problem raises
 :class:`~vireid.api.errors.InvalidInputError` listing the first ones, and SQL and the indexes stay
 untouched. Writing then follows the image ingest (:mod:`vireid.api.services._gallery`, and
-docs/reliability.md): batches of rows, each one SQL transaction; the vectors are added to the in-memory
+docs/reliability.md): batches of rows (growing with the index, see :data:`BATCH_GROWTH`), each one SQL
+transaction; the vectors are added to the in-memory
 index inside it and removed again on any error; the index is saved (temp file + rename) after the
 commit. A kill loses no committed batch; an index file older than SQL is rebuilt from SQL at the next
 start.
@@ -67,8 +68,14 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Rows per SQL transaction + index save (4096 rows of D=2048 are 32 MiB of vectors).
+#: Smallest number of rows per SQL transaction + index save (4096 rows of D=2048 are 32 MiB of vectors).
 DEFAULT_IMPORT_BATCH: Final = 4096
+#: A batch is also at least this share of the rows the version's indexes already hold: every save
+#: rewrites the whole index file, so fixed batches would write O(N^2) bytes over an import of N rows;
+#: growing batches keep the total within about (1 + 1 / BATCH_GROWTH) x the final index size.
+BATCH_GROWTH: Final = 0.25
+#: ... but never more than this many bytes of float32 vectors per batch (65536 rows at D=2048).
+MAX_BATCH_BYTES: Final = 512 * 1024 * 1024
 #: Rows whose norm differs from 1 by more than this are counted as renormalised.
 UNIT_TOLERANCE: Final = 1e-3
 _ACCEPTED_DTYPES: Final = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
@@ -285,7 +292,9 @@ def import_embeddings(
         data: from :func:`read_embedding_import`.
         model_version: target version; need not be the active one (the service loads its indexes when
             it activates it).
-        batch_size: rows per transaction.
+        batch_size: the fewest rows per transaction; a batch also holds at least
+            :data:`BATCH_GROWTH` of the rows the version's indexes already hold (each save rewrites the
+            index file), up to :data:`MAX_BATCH_BYTES` of vectors.
         progress: called with the number of rows finished after each batch.
 
     Returns:
@@ -310,11 +319,15 @@ def import_embeddings(
                 model_version, modality, dim=dim, session=session, repository=ctx.repository
             )
     report = IngestReport()
-    for start in range(0, len(data), batch_size):
-        stop = min(start + batch_size, len(data))
+    largest = max(batch_size, MAX_BATCH_BYTES // (4 * dim))
+    start = 0
+    while start < len(data):
+        held = sum(len(ctx.store.get(model_version, m, dim=dim)) for m in MODALITIES)
+        stop = min(start + max(batch_size, min(int(held * BATCH_GROWTH), largest)), len(data))
         report.extend(_import_batch(ctx, data, start, stop, model_version=model_version, dim=dim))
         if progress is not None:
             progress(stop - start)
+        start = stop
     logger.info(
         "import %s: %d added, %d duplicates, %d rows renormalised",
         model_version,

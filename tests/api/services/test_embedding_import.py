@@ -254,3 +254,20 @@ def test_reindex_reports_imported_items_as_without_crop(context: ServiceContext,
     # Importing the new version's embeddings completes it.
     again = GalleryService(context).import_embeddings(data, model_version="fake0002")
     assert again.added == 3 and service.get("fake0002").complete
+
+
+def test_batches_grow_with_the_index(context: ServiceContext, tmp_path: Path) -> None:
+    first = read_embedding_import(
+        *_files(tmp_path, _gallery_vectors(20), [f"c,visible,,,a{i}," for i in range(20)], name="a"), dim=DIM
+    )
+    GalleryService(context).import_embeddings(first, model_version="fake0001", batch_size=20)
+    more = read_embedding_import(
+        *_files(tmp_path, _gallery_vectors(20, seed=5), [f"c,visible,,,b{i}," for i in range(20)], name="b"),
+        dim=DIM,
+    )
+    steps: list[int] = []
+    report = GalleryService(context).import_embeddings(
+        more, model_version="fake0001", batch_size=2, progress=steps.append
+    )
+    # each batch is at least a quarter of what the index holds: 20 -> 5, 25 -> 6, 31 -> 7, then the rest
+    assert steps == [5, 6, 7, 2] and report.added == 20 and _state(context)[:2] == (40, 40)
