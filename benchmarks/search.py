@@ -356,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="time GalleryRepository.add_items (ORM) against add_items_bulk on a fresh SQLite file",
     )
+    ap.add_argument("--import-only", action="store_true", help="--e2e: stop after the import line")
     args = ap.parse_args(argv)
     if args.threads:
         faiss.omp_set_num_threads(args.threads)
@@ -488,9 +489,11 @@ def run_e2e(args: argparse.Namespace, n: int) -> None:
         print(
             f"import n={n} dim={dim} db=sqlite validate_s={validate_s:.1f} import_s={import_s:.1f} "
             f"rows_per_s={n / import_s:.0f} with_validation_rows_per_s={n / (validate_s + import_s):.0f} "
-            f"rows_per_commit={args.rows_per_commit or 4096} index=IDMap2,Flat(saved after each commit)",
+            f"rows_per_commit={args.rows_per_commit or 4096}+ index=IDMap2,Flat(saved after each commit)",
             flush=True,
         )
+        if args.import_only:
+            return
         index = FaissGalleryIndex(dim, factory=args.factory)
         gallery = np.load(npy, mmap_mode="r")
         t0 = time.perf_counter()
