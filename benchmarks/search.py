@@ -271,6 +271,8 @@ def run_size(args: argparse.Namespace, n: int, cases: list[str]) -> None:
     coarse: dict[int, tuple[np.ndarray, float]] = {}
     for case in cases:
         template, params = CASES[case]
+        if args.sweep and case != "flat":
+            params = args.sweep.split(";")
         if case == "flat":
             assert flat is not None
             report(args, n, dim, template, params, flat, 0.0, flat_add, q, best_i)
@@ -357,6 +359,11 @@ def main(argv: list[str] | None = None) -> int:
         help="time GalleryRepository.add_items (ORM) against add_items_bulk on a fresh SQLite file",
     )
     ap.add_argument("--import-only", action="store_true", help="--e2e: stop after the import line")
+    ap.add_argument(
+        "--sweep",
+        default=None,
+        help="replace the cases' parameter lists, e.g. 'nprobe=512,k_factor_rf=64;nprobe=1024'",
+    )
     args = ap.parse_args(argv)
     if args.threads:
         faiss.omp_set_num_threads(args.threads)
