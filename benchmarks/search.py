@@ -219,7 +219,7 @@ CASES: dict[str, tuple[str, list[str]]] = {
             "nprobe=512,k_factor_rf=32",
         ],
     ),
-    "ivfpq": ("IVF{nlist},PQ{m8}", ["nprobe=16", "nprobe=64", "nprobe=128"]),
+    "ivfpq": ("IVF{nlist},PQ{m8}np", ["nprobe=16", "nprobe=64", "nprobe=128"]),
     "ivfpq-hnsw": ("IVF{nlist},PQ{m8}", ["nprobe=16", "nprobe=64", "nprobe=128"]),
     "hnsw": ("HNSW32", ["efSearch=32", "efSearch=64", "efSearch=128", "efSearch=256"]),
 }
