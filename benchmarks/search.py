@@ -35,14 +35,19 @@ into a fresh SQLite data directory (rows/s), then ``vireid.index.FaissGalleryInd
 service's store from SQL with the given factory, and searched (latency, recall against the same brute
 force).
 
-Usage::
+Usage (docs/benchmarks.md has the results and the exact commands)::
 
-    nice -n 10 python benchmarks/search.py --sizes 100000 --cases all
-    nice -n 10 python benchmarks/search.py --sizes 1000000 --cases flat,ivf,ivfpq-refine,ivfpq
-    nice -n 10 python benchmarks/search.py --e2e --sizes 100000 --factory "IDMap2,IVF1024,Flat" --nprobe 16
+    nice -n 10 python benchmarks/search.py --sizes 100000 --cases flat,ivf,ivfpq-refine,hnsw,ivfpq
+    nice -n 10 python benchmarks/search.py --sizes 1000000 --cases flat,ivfpq-refine,ivf
+    nice -n 10 python benchmarks/search.py --sizes 1000000 --cases ivfpq-refine \\
+        --sweep "nprobe=768,k_factor_rf=64"
+    nice -n 10 python benchmarks/search.py --e2e --sizes 100000 --factory "IDMap2,IVF1024,PQ256x4fs,RFlat" \\
+        --params "nprobe=128,k_factor_rf=32"
+    nice -n 10 python benchmarks/search.py --insert-compare --sizes 100000
 
-One line per case, e.g. ``search n=100000 dim=2048 factory=IVF1024,Flat params=nprobe=16 train_s=21.3
-add_s=4.1 bytes=827392123 p50_ms=1.21 p95_ms=1.60 batch_qps=1510.2 recall@10=0.987 threads=2``.
+One line per case, e.g. ``search n=1000000 dim=2048 factory=IVF2048,PQ256x4fs,RFlat
+params=nprobe=768,k_factor_rf=64 train_s=77.1 add_s=137.3 bytes=8348955430 p50_ms=3.92 p95_ms=4.28
+p50_1t_ms=3.92 p95_1t_ms=4.20 batch_qps=909.3 batch=1000 recall@10=0.979 threads=2 single_queries=200``.
 """
 
 from __future__ import annotations
@@ -335,7 +340,9 @@ def report(args, n, dim, factory, params, index, train_s, add_s, q, truth) -> No
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="100000", help="comma-separated gallery sizes")
-    ap.add_argument("--dim", type=int, default=2048, help="2048 = SALCR ResNet-50 full; 768 = SDCL ViT-B")
+    ap.add_argument(
+        "--dim", type=int, default=2048, help="2048 = SALCR ResNet-50 full; 1536 = SDCL ViT-B (2 x 768)"
+    )
     ap.add_argument("--cases", default="flat,ivf,ivfpq-refine,ivfpq,hnsw", help=f"any of {','.join(CASES)}")
     ap.add_argument("--nlist", type=int, default=None, help="IVF lists (default per size, see nlist_for)")
     ap.add_argument("--train-per-centroid", type=int, default=39)
