@@ -204,5 +204,8 @@ def test_add_items_bulk_matches_add_items(session: Session, repo: GalleryReposit
         repo.add_items_bulk(session=session, items=_items(30, 2), vectors=_vectors(3), model_version="v1")
     assert repo.add_items_bulk(session=session, items=[], vectors=_vectors(0), model_version="v1") == []
     assert repo.count(session=session, model_version="v1", modality="visible") == 9
-    got = dict(zip(*next(repo.iter_embeddings(session=session, model_version="v1", modality="visible"))))
-    np.testing.assert_array_equal(got[ids[4]], vectors[4])  # type: ignore[call-overload]
+    batch_ids, batch_vectors = next(
+        repo.iter_embeddings(session=session, model_version="v1", modality="visible")
+    )
+    got = dict(zip(batch_ids.tolist(), batch_vectors, strict=True))
+    np.testing.assert_array_equal(got[ids[4]], vectors[4])
