@@ -508,25 +508,40 @@ def run_e2e(args: argparse.Namespace, n: int) -> None:
         )
         if args.import_only:
             return
-        index = FaissGalleryIndex(dim, factory=args.factory)
+        knobs = dict(item.split("=") for item in args.params.split(",") if item)
+
+        def from_sql() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            with ctx.session() as session:
+                yield from ctx.repository.iter_embeddings(
+                    session=session, model_version=version, modality="visible"
+                )
+
         gallery = np.load(npy, mmap_mode="r")
-        t0 = time.perf_counter()
-        if not index.faiss_index.is_trained:
-            pick = np.sort(np.random.default_rng([args.seed, 7]).choice(n, size=min(n, 65536), replace=False))
-            sample = np.asarray(gallery[pick])
-            index.faiss_index.train(sample / np.linalg.norm(sample, axis=1, keepdims=True))
-            del sample
-        train_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        with ctx.session() as session:
-            for ids, vectors in ctx.repository.iter_embeddings(
-                session=session, model_version=version, modality="visible"
-            ):
+        if hasattr(FaissGalleryIndex, "build"):  # trained on a reservoir sample by vireid itself
+            t0 = time.perf_counter()
+            index = FaissGalleryIndex.build(  # type: ignore[attr-defined]
+                dim, from_sql, factory=args.factory, nprobe=int(knobs.get("nprobe", 1))
+            )
+            train_s = float("nan")  # inside the build: training is not timed apart
+        else:  # before vireid trained on a sample: train the wrapped FAISS index on one here
+            index = FaissGalleryIndex(dim, factory=args.factory)
+            t0 = time.perf_counter()
+            if not index.faiss_index.is_trained:
+                pick = np.sort(
+                    np.random.default_rng([args.seed, 7]).choice(n, size=min(n, 65536), replace=False)
+                )
+                sample = np.asarray(gallery[pick])
+                index.faiss_index.train(sample / np.linalg.norm(sample, axis=1, keepdims=True))
+                del sample
+            train_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for ids, vectors in from_sql():
                 index.add(ids, vectors)
         rebuild_s = time.perf_counter() - t0
     finally:
         ctx.close()
     faiss.ParameterSpace().set_index_parameters(index.faiss_index, args.params)
+    print(f"# e2e index: {index!r}", flush=True)
     q = gal.queries(args.gt_queries)
     best_s = np.full((q.shape[0], args.k), -np.inf, dtype=np.float32)
     best_i = np.full((q.shape[0], args.k), -1, dtype=np.int64)
