@@ -10,10 +10,10 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import ColumnElement, and_, delete, func, select, true
+from sqlalchemy import ColumnElement, and_, delete, func, insert, select, true
 from sqlalchemy.orm import Session
 
-from vireid.index._models import Embedding, GalleryItem, decode_vector, encode_vector
+from vireid.index._models import Embedding, GalleryItem, decode_vector, encode_vector, utc_now
 from vireid.index._validation import as_ids, as_vectors, check_modality, check_model_version, check_sha256
 
 logger = logging.getLogger(__name__)
@@ -143,6 +143,64 @@ class GalleryRepository:
         session.add_all(rows)
         session.flush()
         return [int(row.id) for row in rows]
+
+    def add_items_bulk(
+        self,
+        *,
+        session: Session,
+        items: Sequence[NewItem],
+        vectors: npt.NDArray[np.float32],
+        model_version: str,
+    ) -> list[int]:
+        """:meth:`add_items` through two executemany INSERT statements instead of ORM objects.
+
+        Same arguments, checks, result and errors as :meth:`add_items`; the rows are written with
+        SQLAlchemy's bulk ``session.execute(insert(...).returning(..., sort_by_parameter_order=True),
+        rows)`` (``insertmanyvalues``), which keeps the new ids in the order of ``items``, then one
+        executemany for the embeddings. No ORM objects enter the session. About 4x faster than
+        :meth:`add_items` for D=2048 on SQLite (docs/benchmarks.md, bulk import). Used by the
+        embeddings import (``vireid ingest --embeddings``).
+
+        Raises:
+            ValueError: on a bad model version, bad vectors, or a length mismatch.
+            DuplicateItemError: as :meth:`add_items`; nothing is inserted then.
+        """
+        check_model_version(model_version)
+        if not all(isinstance(item, NewItem) for item in items):
+            raise ValueError("items must be NewItem instances")
+        array = as_vectors(vectors)
+        if array.shape[0] != len(items):
+            raise ValueError(f"got {len(items)} items for vectors of shape {array.shape}")
+        if not items:
+            return []
+        self._refuse_duplicates(session=session, items=items, model_version=model_version)
+        now = utc_now()
+        rows = [
+            {
+                "camera": item.camera,
+                "modality": item.modality,
+                "captured_at": item.captured_at,
+                "track_id": item.track_id,
+                "source": item.source,
+                "sha256": item.sha256,
+                "model_version": model_version,
+                "created_at": now,
+            }
+            for item in items
+        ]
+        stmt = insert(GalleryItem).returning(GalleryItem.id, sort_by_parameter_order=True)
+        ids = [int(i) for i in session.scalars(stmt, rows)]
+        if len(ids) != len(items):
+            raise RuntimeError(f"bulk insert returned {len(ids)} ids for {len(items)} rows")
+        dim = int(array.shape[1])
+        session.execute(
+            insert(Embedding),
+            [
+                {"item_id": item_id, "dim": dim, "vector": encode_vector(vector)}
+                for item_id, vector in zip(ids, array, strict=True)
+            ],
+        )
+        return ids
 
     def _refuse_duplicates(self, *, session: Session, items: Sequence[NewItem], model_version: str) -> None:
         seen: set[tuple[str, str]] = set()

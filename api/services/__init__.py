@@ -5,6 +5,12 @@ exceptions, never HTTP ones, so the routes and the command line share them.
 """
 
 from vireid.api.services._context import ServiceContext, model_version_of, open_context
+from vireid.api.services._embedding_import import (
+    DEFAULT_IMPORT_BATCH,
+    EmbeddingImport,
+    read_embedding_import,
+    registered_dim,
+)
 from vireid.api.services._gallery import GalleryService, GalleryStatsResult, IngestOutcome, IngestReport
 from vireid.api.services._images import check_request_pixels
 from vireid.api.services._layouts import (
@@ -31,10 +37,12 @@ from vireid.api.services._search import (
 )
 
 __all__ = [
+    "DEFAULT_IMPORT_BATCH",
     "IMAGE_SUFFIXES",
     "MAX_K",
     "SYSU_CAMERA_MODALITY",
     "SYSU_SPLITS",
+    "EmbeddingImport",
     "GalleryService",
     "GalleryStatsResult",
     "GroupBy",
@@ -59,6 +67,8 @@ __all__ = [
     "parse_modality",
     "parse_sysu_cameras",
     "read_csv",
+    "read_embedding_import",
     "read_folder",
     "read_sysu_mm01",
+    "registered_dim",
 ]

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from PIL import Image
     from sqlalchemy.orm import Session
 
+    from vireid.api.services._embedding_import import EmbeddingImport
     from vireid.index import NewItem
     from vireid.serving.runtime import Embedder
 
@@ -369,6 +370,30 @@ class GalleryService:
                 status: Status = "added" if is_first else "duplicate"
                 outcomes[p.position] = IngestOutcome(p.record.source, status, id=id_of[p.sha256])
         return ids
+
+    def import_embeddings(
+        self,
+        data: EmbeddingImport,
+        *,
+        model_version: str,
+        batch_size: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> IngestReport:
+        """Store embeddings computed elsewhere (no images), with the ingest's dedup and atomicity rules.
+
+        See :func:`vireid.api.services._embedding_import.import_embeddings` (file formats, dedup key,
+        normalisation, batching) for the arguments and errors; ``batch_size`` defaults to
+        ``DEFAULT_IMPORT_BATCH`` rows per transaction.
+        """
+        from vireid.api.services._embedding_import import DEFAULT_IMPORT_BATCH, import_embeddings
+
+        return import_embeddings(
+            self._ctx,
+            data,
+            model_version=model_version,
+            batch_size=batch_size or DEFAULT_IMPORT_BATCH,
+            progress=progress,
+        )
 
     def get(self, item_id: int) -> Any:
         """The stored item row.

@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
-from api_testkit import FakeEmbedder, image_bytes, make_sysu
+from api_testkit import DIM, FakeEmbedder, image_bytes, make_sysu
+from PIL import Image
 
 from vireid.cli import main
 
@@ -351,3 +353,69 @@ def test_gpu_options_reach_the_embedder_loader(
     with caplog.at_level(logging.ERROR, logger="vireid"):
         assert main(["ingest", str(crops), *common, "--cudnn-conv-algo-search", "fastest"]) == 2
     assert "cudnn_conv_algo_search" in caplog.text and "'EXHAUSTIVE', 'HEURISTIC' or 'DEFAULT'" in caplog.text
+
+
+def _embedding_files(tmp_path: Path, vectors: np.ndarray, rows: list[str]) -> tuple[str, str]:
+    npy, csv = tmp_path / "emb.npy", tmp_path / "emb.csv"
+    np.save(npy, vectors)
+    csv.write_text("\n".join(["camera,modality,captured_at,track_id,source", *rows]) + "\n")
+    return str(npy), str(csv)
+
+
+def test_ingest_embeddings_then_search_reimport_and_image_404(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from vireid.api import Settings, create_app
+
+    data = tmp_path / "data"
+    common = ("--data-dir", str(data), "--no-progress")
+    query = tmp_path / "q.jpg"
+    query.write_bytes(image_bytes(5))
+    vectors = np.random.default_rng(0).standard_normal((4, DIM)).astype(np.float32)
+    vectors[2] = FakeEmbedder().embed([Image.open(query)], "infrared")[0] * 2.0
+    npy, csv = _embedding_files(
+        tmp_path, vectors, [f"cam{i},visible,2024-06-01T08:0{i}:00Z,t{i},far-{i}.jpg" for i in range(4)]
+    )
+    flags = ("--embeddings", npy, "--metadata", csv, *common)
+    # the version must be registered: the data dir knows only fake0001 (registered by opening it)
+    assert main(["ingest", *flags, "--model-version", "nope01"]) == 2
+    assert (
+        "model version 'nope01' is not registered" in caplog.text and "vireid reindex --model" in caplog.text
+    )
+    code, report = _json(capsys, "ingest", *flags, "--model-version", "fake0001")
+    assert code == 0
+    assert (report["added"], report["skipped_duplicate"], report["failed"], report["renormalised"]) == (
+        4,
+        0,
+        0,
+        4,
+    )
+    ids = report["ids"]
+    code, hits = _json(capsys, "search", str(query), "-k", "2", *common[:2])
+    assert code == 0
+    assert hits["matches"][0]["id"] == ids[2] and hits["matches"][0]["score"] == pytest.approx(1.0, abs=1e-5)
+    assert hits["matches"][0]["camera"] == "cam2" and hits["matches"][0]["track_id"] == "t2"
+    code, again = _json(capsys, "ingest", *flags, "--model-version", "fake0001")
+    assert (again["added"], again["skipped_duplicate"]) == (0, 4)
+    code, out = _run(capsys, "ingest", *flags, "--model-version", "fake0001")
+    assert out.startswith("added 0, skipped-duplicate 4, failed 0")
+    # a NaN in the last row: exit 2, nothing written
+    vectors[3, 0] = np.nan
+    (tmp_path / "bad").mkdir()
+    bad = _embedding_files(tmp_path / "bad", vectors, [f"c,visible,,,new-{i}" for i in range(4)])
+    assert (
+        main(["ingest", "--embeddings", bad[0], "--metadata", bad[1], *common, "--model-version", "fake0001"])
+        == 2
+    )
+    assert "vector row 3: NaN" in caplog.text
+    client = TestClient(create_app(Settings(data_dir=data), embedder=FakeEmbedder()))
+    with client:
+        assert client.get("/gallery/stats").json()["total"] == 4
+        missing = client.get(f"/gallery/{ids[0]}/image")
+        assert missing.status_code == 404 and "no stored crop" in missing.text
+        assert client.get(f"/gallery/{ids[0]}").status_code == 200
+    # usage errors
+    assert main(["ingest", "--embeddings", npy, *common, "--model-version", "fake0001"]) == 2
+    assert main(["ingest", str(tmp_path), "--embeddings", npy, "--metadata", csv, *common]) == 2

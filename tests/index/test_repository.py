@@ -197,3 +197,32 @@ def test_iter_embeddings_rebuilds_everything(session: Session, repo: GalleryRepo
     np.testing.assert_array_equal(got_ids, ids)
     np.testing.assert_array_equal(got_vectors, vectors)
     assert list(repo.iter_embeddings(session=session, model_version="v9", modality="visible")) == []
+
+
+def test_add_items_bulk_matches_add_items(session: Session, repo: GalleryRepository) -> None:
+    vectors = _vectors(7, seed=3)
+    ids = repo.add_items_bulk(session=session, items=_items(0, 7), vectors=vectors, model_version="v1")
+    assert len(ids) == 7 and ids == sorted(ids) and len(set(ids)) == 7
+    orm_ids = repo.add_items(session=session, items=_items(7, 2), vectors=_vectors(2), model_version="v1")
+    assert min(orm_ids) > max(ids)  # both paths share the id sequence
+    session.commit()
+    session.expunge_all()
+    for i, item_id in enumerate(ids):
+        item = repo.get(session=session, id=item_id)
+        assert item is not None and item.sha256 == _digest(i) and item.source == f"cam1/{i:04d}.jpg"
+        assert item.captured_at == T0 + timedelta(minutes=i) and item.created_at is not None
+        assert item.embedding is not None
+        np.testing.assert_array_equal(item.embedding.as_array(), vectors[i])
+    with pytest.raises(DuplicateItemError, match="already in the gallery"):
+        repo.add_items_bulk(session=session, items=_items(6, 2), vectors=_vectors(2), model_version="v1")
+    with pytest.raises(DuplicateItemError, match="repeated within the batch"):
+        repo.add_items_bulk(session=session, items=_items(20, 1) * 2, vectors=_vectors(2), model_version="v1")
+    with pytest.raises(ValueError, match="got 2 items"):
+        repo.add_items_bulk(session=session, items=_items(30, 2), vectors=_vectors(3), model_version="v1")
+    assert repo.add_items_bulk(session=session, items=[], vectors=_vectors(0), model_version="v1") == []
+    assert repo.count(session=session, model_version="v1", modality="visible") == 9
+    batch_ids, batch_vectors = next(
+        repo.iter_embeddings(session=session, model_version="v1", modality="visible")
+    )
+    got = dict(zip(batch_ids.tolist(), batch_vectors, strict=True))
+    np.testing.assert_array_equal(got[ids[4]], vectors[4])

@@ -1,4 +1,5 @@
-"""`vireid ingest`: embed a folder of crops, a CSV listing or a SYSU-MM01 tree into the gallery."""
+"""`vireid ingest`: embed a folder of crops, a CSV listing or a SYSU-MM01 tree into the gallery, or
+import embeddings computed elsewhere (``--embeddings FILE.npy --metadata FILE.csv --model-version V``)."""
 
 from __future__ import annotations
 
@@ -24,10 +25,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="add crops to the gallery",
         description="Add crops to the gallery in the data directory (no server needed). Files already "
         "stored for the loaded model are skipped; unreadable files are listed and skipped. Each batch is "
-        "committed and the index saved only when the whole batch succeeded. Exit code 0 when nothing "
-        "failed, 1 when some files failed, 2 on a usage error.",
+        "committed and the index saved only when the whole batch succeeded. With --embeddings, vectors "
+        "computed elsewhere are imported without images (both files are validated completely before "
+        "anything is written; rows are L2-normalised; see docs/api.md). Exit code 0 when nothing "
+        "failed, 1 when some files failed, 2 on a usage error or an invalid import.",
     )
-    parser.add_argument("path", type=Path, help="folder of crops, CSV file, or SYSU-MM01 root")
+    parser.add_argument(
+        "path",
+        type=Path,
+        nargs="?",
+        help="folder of crops, CSV file, or SYSU-MM01 root (not with --embeddings)",
+    )
+    parser.add_argument(
+        "--embeddings", type=Path, help="import an (N, D) float .npy of embeddings instead of images"
+    )
+    parser.add_argument(
+        "--metadata",
+        type=Path,
+        help="with --embeddings: CSV, one row per vector: camera, modality[, captured_at, track_id, source, "
+        "sha256]",
+    )
+    parser.add_argument(
+        "--model-version", help="with --embeddings: the registered model version that produced the vectors"
+    )
+    parser.add_argument(
+        "--rows-per-commit",
+        type=int,
+        default=None,
+        help="with --embeddings: rows per SQL transaction and index save (default 4096)",
+    )
     parser.add_argument(
         "--layout",
         choices=LAYOUTS,
@@ -98,6 +124,10 @@ def _print(summary: dict[str, Any], *, as_json: bool) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.embeddings is not None or args.metadata is not None or args.model_version is not None:
+        return _run_import(args)
+    if args.path is None:
+        raise ValueError("give a folder, CSV file or SYSU-MM01 root, or --embeddings with --metadata")
     from tqdm import tqdm
 
     from vireid.api.services import GalleryService, open_context
@@ -113,5 +143,35 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         context.close(finish_builds=True)
     summary = _summary(report, failures)
+    _print(summary, as_json=args.json)
+    return 1 if summary["failed"] else 0
+
+
+def _run_import(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from vireid.api.services import GalleryService, open_context, read_embedding_import, registered_dim
+
+    if args.path is not None:
+        raise ValueError("--embeddings imports vectors: give no folder or CSV of images with it")
+    if args.embeddings is None or args.metadata is None or args.model_version is None:
+        raise ValueError(
+            "an embeddings import needs --embeddings FILE.npy, --metadata FILE.csv and --model-version V"
+        )
+    if args.rows_per_commit is not None and args.rows_per_commit < 1:
+        raise ValueError(f"--rows-per-commit must be >= 1, got {args.rows_per_commit}")
+    context = open_context(settings_from_args(args))
+    try:
+        dim = registered_dim(context, args.model_version)
+        data = read_embedding_import(args.embeddings, args.metadata, dim=dim)
+        with tqdm(total=len(data), unit="vec", desc="import", disable=args.no_progress) as bar:
+            report = GalleryService(context).import_embeddings(
+                data, model_version=args.model_version, batch_size=args.rows_per_commit, progress=bar.update
+            )
+    finally:
+        context.close()
+    summary = _summary(report, [])
+    summary["model_version"] = args.model_version
+    summary["renormalised"] = data.renormalised
     _print(summary, as_json=args.json)
     return 1 if summary["failed"] else 0
