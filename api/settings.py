@@ -94,6 +94,12 @@ class Settings(BaseSettings):
         description="HNSW search beam per search, also of an IVF index's HNSW coarse quantiser "
         "(POST /search `ef_search` overrides it per request); unset: FAISS's default (16).",
     )
+    index_k_factor: float | None = Field(
+        default=None,
+        ge=1,
+        description="Refine factor of a refined factory (…,RFlat): the approximate index returns "
+        "k_factor × k candidates that are re-scored exactly; unset: FAISS's default (1).",
+    )
     index_device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto",
         description="Where unfiltered gallery searches run: cuda = a GPU copy of each flat/IVF index "

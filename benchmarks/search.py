@@ -517,30 +517,19 @@ def run_e2e(args: argparse.Namespace, n: int) -> None:
                 )
 
         gallery = np.load(npy, mmap_mode="r")
-        if hasattr(FaissGalleryIndex, "build"):  # trained on a reservoir sample by vireid itself
-            t0 = time.perf_counter()
-            index = FaissGalleryIndex.build(  # type: ignore[attr-defined]
-                dim, from_sql, factory=args.factory, nprobe=int(knobs.get("nprobe", 1))
-            )
-            train_s = float("nan")  # inside the build: training is not timed apart
-        else:  # before vireid trained on a sample: train the wrapped FAISS index on one here
-            index = FaissGalleryIndex(dim, factory=args.factory)
-            t0 = time.perf_counter()
-            if not index.faiss_index.is_trained:
-                pick = np.sort(
-                    np.random.default_rng([args.seed, 7]).choice(n, size=min(n, 65536), replace=False)
-                )
-                sample = np.asarray(gallery[pick])
-                index.faiss_index.train(sample / np.linalg.norm(sample, axis=1, keepdims=True))
-                del sample
-            train_s = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            for ids, vectors in from_sql():
-                index.add(ids, vectors)
+        t0 = time.perf_counter()
+        index = FaissGalleryIndex.build(  # trained on a reservoir sample of the stored embeddings
+            dim,
+            from_sql,
+            factory=args.factory,
+            nprobe=int(knobs["nprobe"]) if "nprobe" in knobs else None,
+            ef_search=int(knobs["efSearch"]) if "efSearch" in knobs else None,
+            k_factor=float(knobs["k_factor_rf"]) if "k_factor_rf" in knobs else None,
+        )
+        train_s = float("nan")  # inside the build: training is not timed apart
         rebuild_s = time.perf_counter() - t0
     finally:
         ctx.close()
-    faiss.ParameterSpace().set_index_parameters(index.faiss_index, args.params)
     print(f"# e2e index: {index!r}", flush=True)
     q = gal.queries(args.gt_queries)
     best_s = np.full((q.shape[0], args.k), -np.inf, dtype=np.float32)
@@ -551,6 +540,8 @@ def run_e2e(args: argparse.Namespace, n: int) -> None:
         merge_topk(best_s, best_i, q @ block.T, first, args.k)
     truth = row_ids[best_i]
     batch = min(args.batch, q.shape[0])
+    # The raw FAISS index gets the same parameters as index defaults (FaissGalleryIndex passes its own).
+    faiss.ParameterSpace().set_index_parameters(index.faiss_index, args.params)
     p50, p95, p50_1t, _, qps, _ = time_queries(index.faiss_index, q, args.single, batch, args.k)
     lat_ms = np.asarray(_service_latencies(index, q, args.single, args.k)) * 1e3
     threads = faiss.omp_get_max_threads()

@@ -106,6 +106,7 @@ class FaissGalleryIndex:
         metric: str = "ip",
         nprobe: int | None = None,
         ef_search: int | None = None,
+        k_factor: float | None = None,
         max_train_bytes: int = DEFAULT_TRAIN_BYTES,
     ) -> None:
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
@@ -121,7 +122,7 @@ class FaissGalleryIndex:
             trained_count=0,
         )
         self._needs = needs
-        self.set_search_defaults(nprobe=nprobe, ef_search=ef_search)
+        self.set_search_defaults(nprobe=nprobe, ef_search=ef_search, k_factor=k_factor)
 
     def _init_from(self, index: Any, *, factory: str, built_factory: str, trained_count: int) -> None:
         self._index = index
@@ -134,6 +135,7 @@ class FaissGalleryIndex:
         self._needs = None
         self._nprobe: int | None = None
         self._ef_search: int | None = None
+        self._k_factor: float | None = None
         self._gpu_device: int | None = None
         self._gpu: GpuCopy | None = None
 
@@ -173,6 +175,7 @@ class FaissGalleryIndex:
         metric: str = "ip",
         nprobe: int | None = None,
         ef_search: int | None = None,
+        k_factor: float | None = None,
         max_train_bytes: int = DEFAULT_TRAIN_BYTES,
         seed: int = 0,
         should_stop: Callable[[], bool] | None = None,
@@ -188,7 +191,7 @@ class FaissGalleryIndex:
             dim: embedding width ``D``.
             source: returns a fresh iterator of ``(ids (n,) int64, vectors (n, D) float32)`` batches each
                 call (it is read twice when training), e.g. stored embeddings read from SQL.
-            factory, metric, nprobe, ef_search, max_train_bytes: as for the constructor.
+            factory, metric, nprobe, ef_search, k_factor, max_train_bytes: as for the constructor.
             seed: seed of the reservoir sample.
             should_stop: polled between batches; when it returns True the build stops with
                 :class:`InterruptedError` (a service shutting down).
@@ -203,6 +206,7 @@ class FaissGalleryIndex:
             metric=metric,
             nprobe=nprobe,
             ef_search=ef_search,
+            k_factor=k_factor,
             max_train_bytes=max_train_bytes,
         )
         needs = index._needs
@@ -233,14 +237,23 @@ class FaissGalleryIndex:
         self._labels_cache = self._ids_cache = None
         logger.info("trained %s on a sample of %d of %d vectors", self._factory, sample.shape[0], seen)
 
-    def set_search_defaults(self, *, nprobe: int | None = None, ef_search: int | None = None) -> None:
-        """Set the default ``nprobe`` and ``ef_search`` of searches (None: FAISS's own default).
+    def set_search_defaults(
+        self, *, nprobe: int | None = None, ef_search: int | None = None, k_factor: float | None = None
+    ) -> None:
+        """Set the default ``nprobe``, ``ef_search`` and refine ``k_factor`` of searches (None: FAISS's
+        own default: 1, 16 and 1).
+
+        ``k_factor`` applies to a refined factory (``...,RFlat``): the base index returns
+        ``k_factor · k`` candidates that are re-scored exactly (FAISS's ``k_factor_rf``).
 
         Raises:
-            ValueError: if a value is not a positive integer.
+            ValueError: if ``nprobe`` or ``ef_search`` is not a positive integer or ``k_factor`` < 1.
         """
         self._nprobe = _check_knob(nprobe, "nprobe")
         self._ef_search = _check_knob(ef_search, "ef_search")
+        if k_factor is not None and not (isinstance(k_factor, (int, float)) and k_factor >= 1):
+            raise ValueError(f"k_factor must be a number >= 1, got {k_factor!r}")
+        self._k_factor = None if k_factor is None else float(k_factor)
 
     def use_gpu(self, device: int | None) -> None:
         """Answer unfiltered searches from a GPU copy on ``device`` (None: CPU only).
@@ -420,6 +433,7 @@ class FaissGalleryIndex:
         knobs = _Knobs(
             _check_knob(nprobe, "nprobe") or self._nprobe,
             _check_knob(ef_search, "ef_search") or self._ef_search,
+            self._k_factor,
         )
         n_candidates = len(self)
         selector: Any = None
@@ -560,10 +574,10 @@ class FaissGalleryIndex:
 class _Knobs:
     """``nprobe`` / ``efSearch`` of one search, grown when a search came back short."""
 
-    __slots__ = ("ef_search", "nprobe")
+    __slots__ = ("ef_search", "k_factor", "nprobe")
 
-    def __init__(self, nprobe: int | None, ef_search: int | None) -> None:
-        self.nprobe, self.ef_search = nprobe, ef_search
+    def __init__(self, nprobe: int | None, ef_search: int | None, k_factor: float | None = None) -> None:
+        self.nprobe, self.ef_search, self.k_factor = nprobe, ef_search, k_factor
 
     @staticmethod
     def _parts(index: Any) -> tuple[Any, Any]:
@@ -590,7 +604,7 @@ class _Knobs:
         if hnsw is not None:
             cap = int(hnsw.ntotal) if ivf is not None else int(index.ntotal)
             ef = min(max(cap, 1), (ef or int(hnsw.hnsw.efSearch)) * _ESCALATION)
-        return _Knobs(nprobe, ef)
+        return _Knobs(nprobe, ef, self.k_factor)
 
 
 def _search_parameters(index: Any, selector: Any, knobs: _Knobs, *, fetch: int) -> tuple[Any, list[Any]]:
@@ -605,7 +619,7 @@ def _search_parameters(index: Any, selector: Any, knobs: _Knobs, *, fetch: int) 
     inner = faiss.downcast_index(index.index)
     if isinstance(inner, faiss.IndexRefine):
         params = faiss.IndexRefineSearchParameters()
-        params.k_factor = float(inner.k_factor)
+        params.k_factor = float(knobs.k_factor or inner.k_factor)
         translated = None if selector is None else faiss.IDSelectorTranslated(index.id_map, selector)
         base, base_keep = _plain_parameters(faiss.downcast_index(inner.base_index), translated, knobs, fetch)
         params.base_index_params = base

@@ -205,6 +205,7 @@ class IndexStore:
         metric: ``"ip"`` or ``"l2"``.
         nprobe: default IVF lists probed per search (None: FAISS's default).
         ef_search: default HNSW beam per search (None: FAISS's default).
+        k_factor: refine factor of refined factories (``...,RFlat``; None: FAISS's default, 1).
         retrain_factor: growth (> 1) after which a trained index is trained again.
         max_train_bytes: memory cap of a training sample (float32 bytes).
         gpu_device: GPU ordinal whose copies answer unfiltered searches (None: CPU only; see
@@ -222,6 +223,7 @@ class IndexStore:
         metric: str = "ip",
         nprobe: int | None = None,
         ef_search: int | None = None,
+        k_factor: float | None = None,
         retrain_factor: float = DEFAULT_RETRAIN_FACTOR,
         max_train_bytes: int = DEFAULT_TRAIN_BYTES,
         gpu_device: int | None = None,
@@ -239,6 +241,7 @@ class IndexStore:
             "metric": self._metric,
             "nprobe": nprobe,
             "ef_search": ef_search,
+            "k_factor": k_factor,
             "max_train_bytes": max_train_bytes,
         }
         FaissGalleryIndex(1, **self._options)  # validates factory, nprobe and ef_search now
@@ -668,7 +671,11 @@ class IndexStore:
                 built_factory=manifest.built_factory,
                 trained_count=manifest.trained_count,
             )
-            index.set_search_defaults(nprobe=self._options["nprobe"], ef_search=self._options["ef_search"])
+            index.set_search_defaults(
+                nprobe=self._options["nprobe"],
+                ef_search=self._options["ef_search"],
+                k_factor=self._options["k_factor"],
+            )
             _check_contents(index, manifest, dim=dim, source=index_path)
             return index, _DiskState(stat.st_mtime_ns, stat.st_size, digest)
         assert error is not None

@@ -43,6 +43,7 @@ def open_index_store(settings: Settings, sessions: sessionmaker[Session]) -> Ind
         factory=settings.index_factory,
         nprobe=settings.index_nprobe,
         ef_search=settings.index_ef_search,
+        k_factor=settings.index_k_factor,
         retrain_factor=settings.index_retrain_factor,
         max_train_bytes=settings.index_train_max_mib << 20,
         gpu_device=resolve_index_device(settings.index_device, gpu_id=settings.cuda_device_id),

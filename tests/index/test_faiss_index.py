@@ -336,3 +336,24 @@ def test_faiss_idmap_over_ivf_remove_is_why_ivf_uses_tombstones() -> None:
     assert index.remove([1000, 1150]) == 2 and index.tombstones == 2 and len(index) == 298
     np.testing.assert_array_equal(index.search(vectors[295:], 1)[1].ravel(), ids[295:])
     assert 1150 not in index.search(vectors[150:151], 20)[1]
+
+
+def test_refine_k_factor_default_is_used_by_searches() -> None:
+    """A refined factory re-scores k_factor x k candidates exactly: a larger k_factor finds more of the
+    exact top-k (the recommended 1M configuration relies on it, docs/benchmarks.md)."""
+    rng = np.random.default_rng(13)
+    vectors, ids = _normalised(rng, 4000, 16), np.arange(4000)
+    queries = _normalised(rng, 50, 16)
+    reference = NumpyGalleryIndex(16)
+    reference.add(ids, vectors)
+    exact = reference.search(queries, 10)[1]
+    recall = {}
+    for k_factor in (1.0, 16.0):
+        index = FaissGalleryIndex.build(
+            16, _batches(ids, vectors, 1000), factory="IDMap2,IVF8,PQ4x4,RFlat", nprobe=8, k_factor=k_factor
+        )
+        found = index.search(queries, 10)[1]
+        recall[k_factor] = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, exact, strict=True)])
+    assert recall[16.0] >= 0.8 > 0.5 > recall[1.0]
+    with pytest.raises(ValueError, match="k_factor"):
+        FaissGalleryIndex(16, k_factor=0.5)
