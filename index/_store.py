@@ -244,7 +244,9 @@ class IndexStore:
             "k_factor": k_factor,
             "max_train_bytes": max_train_bytes,
         }
-        FaissGalleryIndex(1, **self._options)  # validates factory, nprobe and ef_search now
+        # The knobs are checked now; the factory when the first index is made, at the model's width
+        # (a PQ factory needs a width its sub-quantisers divide, which no placeholder width can know).
+        FaissGalleryIndex(1, nprobe=nprobe, ef_search=ef_search, k_factor=k_factor)
         self._retrain_factor = float(retrain_factor)
         self._lock = threading.RLock()
         self._indexes: dict[IndexKey, SharedIndex] = {}

@@ -395,3 +395,13 @@ def test_stopped_build_leaves_the_current_index(tmp_path: Path, engine: Engine, 
     _ingest(store, session, "c1", _clustered(200, 5))
     shared = store.loaded_index(MV, "visible")
     assert shared is not None and shared.built_factory == "IDMap2,Flat" and shared.build_reason() == "train"
+
+
+def test_a_factory_that_fits_only_the_model_width_is_accepted(tmp_path: Path, session: Session) -> None:
+    """PQ256 needs a width divisible by 256: the store takes it and fails only for another width."""
+    store = IndexStore(tmp_path, factory="IDMap2,IVF2048,PQ256x4fs,RFlat", nprobe=768, k_factor=64)
+    with pytest.raises(ValueError, match="multiple of the number of subquantizers"):
+        store.get(MV, "visible", dim=DIM)
+    assert store.get(MV, "infrared", dim=2048).built_factory == "IDMap2,Flat"
+    with pytest.raises(ValueError, match="k_factor"):
+        IndexStore(tmp_path, k_factor=0.5)
