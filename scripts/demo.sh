@@ -69,7 +69,7 @@ if [ -n "${VIREID_DEMO_CHECKPOINT:-}" ]; then
 elif [ -f "$CKPT" ]; then
     echo "demo: reusing the trained model $CKPT (delete $WORK/run to retrain)"
 else
-    echo "demo: training SALCR (MobileNetV2, $CONFIG) on the training identities of $DATASET (about 12 minutes on 2 cores)"
+    echo "demo: training SALCR (MobileNetV2, $CONFIG) on the training identities of $DATASET (4 minutes on 2 idle cores, longer when they are busy)"
     vireid train --config "$CONFIG" --run-dir "$WORK/run" --resume "${DATA_OVERRIDES[@]}" \
         eval.every=0 logging.progress=false
 fi
