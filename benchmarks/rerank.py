@@ -16,6 +16,11 @@ runs them:
 Tracklet cases fuse the infrared crops of one identity in one camera (1 to 3 crops in the sample) into one
 query (``search_tracklet``); their metrics are per tracklet.
 
+With ``--folders ROOT`` instead of ``--sysu``, the same cases run on a camera-folder dataset with
+``identities.csv`` and ``split.csv`` (what ``vireid synth`` writes): its held-out (``test``) visible crops
+are the gallery, its held-out infrared crops the queries, with no camera filter. This is how a model that
+does find people (the demo's, trained on the synthetic set's train identities) is measured.
+
 Also times where re-ranking reads its candidates' vectors: SQL (``GalleryRepository.embeddings_of``, what
 the service uses) against FAISS ``reconstruct`` of the same ids.
 
@@ -26,11 +31,14 @@ Usage::
 
     OMP_NUM_THREADS=2 python benchmarks/rerank.py --model /tmp/rerank-model \\
         --sysu /work/shared/data/sysu-mm01-sample [--candidates 100] [--ks 8,30]
+    OMP_NUM_THREADS=1 python benchmarks/rerank.py --model vireid-data/demo/synthetic/model \\
+        --folders vireid-data/demo/synthetic/data --label salcr-mobile-synthetic-trained
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import logging
 import statistics
 import sys
@@ -44,7 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from vireid.api import Settings
-from vireid.api.services import GalleryService, SearchService, open_context, read_sysu_mm01
+from vireid.api.services import GalleryService, SearchService, open_context, read_csv, read_sysu_mm01
 
 VISIBLE, INFRARED = ("1", "2", "4", "5"), ("3", "6")
 
@@ -56,7 +64,50 @@ class Query:
     images: list[tuple[str, bytes]]
     pid: int
     camera: int
-    cameras: list[str]
+    cameras: list[str] | None
+
+
+def _held_out(root: Path, modality: str) -> list:
+    """The ``test``-split records of one modality of a camera-folder dataset (identity labels required)."""
+    from vireid.training.data import camera_folders
+
+    records = [r for r in camera_folders(root, split="test") if r.modality == modality]
+    if not records or any(r.pid is None for r in records):
+        raise SystemExit(f"{root}: needs {modality} test crops with identities (identities.csv, split.csv)")
+    return records
+
+
+def _camera_number(camera: str) -> int:
+    """A stable integer for a camera name (its digits, else 0)."""
+    digits = "".join(ch for ch in camera if ch.isdigit())
+    return int(digits) if digits else 0
+
+
+def _folder_queries(root: Path, *, tracklets: bool) -> list[Query]:
+    groups: dict[tuple[int, ...], list[tuple[str, bytes]]] = defaultdict(list)
+    for n, record in enumerate(_held_out(root, "infrared")):
+        path = Path(record.path)
+        key = (int(record.pid), _camera_number(record.camera))
+        groups[key if tracklets else (*key, n)].append((path.as_posix(), path.read_bytes()))
+    ordered = sorted(groups.items())
+    return [Query(images=images, pid=key[0], camera=key[1], cameras=None) for key, images in ordered]
+
+
+def _folder_ingest(settings: Settings, root: Path, csv_path: Path) -> None:
+    with csv_path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "camera", "modality", "track_id"])
+        for record in _held_out(root, "visible"):
+            writer.writerow([Path(record.path).resolve().as_posix(), record.camera, "visible", record.pid])
+    records, failures = read_csv(csv_path)
+    if failures:
+        raise SystemExit(f"unreadable gallery rows: {failures[:3]}")
+    context = open_context(settings)
+    try:
+        report = GalleryService(context).ingest(records)
+    finally:
+        context.close()
+    logging.getLogger(__name__).info("gallery: %d added", report.added)
 
 
 def _queries(root: Path, *, tracklets: bool) -> list[Query]:
@@ -232,7 +283,11 @@ def _fetch_costs_at_scale(n_items: int, *, dim: int, n: int, repeats: int = 50) 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="exported model directory")
-    parser.add_argument("--sysu", type=Path, required=True, help="SYSU-MM01 root (official layout)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--sysu", type=Path, help="SYSU-MM01 root (official layout)")
+    source.add_argument(
+        "--folders", type=Path, help="camera-folder dataset with identities.csv and split.csv (vireid synth)"
+    )
     parser.add_argument("--candidates", type=int, default=100, help="R, candidates re-ranked (default 100)")
     parser.add_argument("--ks", default="8,30", help="CMFP neighbours to try (default 8,30)")
     parser.add_argument(
@@ -248,9 +303,17 @@ def main(argv: list[str] | None = None) -> int:
     label = args.label or args.model.name
     with tempfile.TemporaryDirectory(prefix="vireid-rerank-") as tmp:
         base = {"data_dir": Path(tmp), "model_dir": args.model, "store_crops": False, "embed_batching": False}
-        _ingest(Settings(**base), args.sysu)
+        if args.sysu is not None:
+            _ingest(Settings(**base), args.sysu)
+        else:
+            _folder_ingest(Settings(**base), args.folders, Path(tmp) / "gallery.csv")
         for kind in ("single", "tracklet"):
-            queries = _queries(args.sysu, tracklets=kind == "tracklet")
+            tracklets = kind == "tracklet"
+            queries = (
+                _queries(args.sysu, tracklets=tracklets)
+                if args.sysu is not None
+                else _folder_queries(args.folders, tracklets=tracklets)
+            )
             for n, k in enumerate(int(value) for value in args.ks.split(",")):
                 settings = Settings(**base, rerank_candidates=args.candidates, rerank_k=k)
                 context = open_context(settings)
