@@ -38,36 +38,51 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import statistics
 import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from vireid.api import Settings
-from vireid.api.services import GalleryService, SearchService, open_context, read_csv, read_sysu_mm01
+from vireid.api.services import GalleryService, IngestRecord, SearchService, open_context, read_sysu_mm01
 
 VISIBLE, INFRARED = ("1", "2", "4", "5"), ("3", "6")
 
 
 @dataclass(frozen=True)
 class Query:
-    """One query: its crops (one, or a tracklet), identity, camera number and gallery camera filter."""
+    """One query: its crops (one, or a tracklet), identity, camera name and gallery camera filter."""
 
     images: list[tuple[str, bytes]]
     pid: int
-    camera: int
+    camera: str
     cameras: list[str] | None
 
 
-def _held_out(root: Path, modality: str) -> list:
+def _grouped(
+    crops: Iterable[tuple[int, str, Path, str]],
+    *,
+    tracklets: bool,
+    cameras_of: Callable[[str], list[str] | None],
+) -> list[Query]:
+    """Queries from ``(pid, camera, path, source)`` crops: one per crop, or one per identity and camera."""
+    groups: dict[tuple[Any, ...], list[tuple[str, bytes]]] = defaultdict(list)
+    for n, (pid, camera, path, source) in enumerate(crops):
+        key = (pid, camera)
+        groups[key if tracklets else (*key, n)].append((source, path.read_bytes()))
+    ordered = sorted(groups.items())
+    return [Query(images, pid=key[0], camera=key[1], cameras=cameras_of(key[1])) for key, images in ordered]
+
+
+def _held_out(root: Path, modality: str) -> list[Any]:
     """The ``test``-split records of one modality of a camera-folder dataset (identity labels required)."""
     from vireid.training.data import camera_folders
 
@@ -77,64 +92,57 @@ def _held_out(root: Path, modality: str) -> list:
     return records
 
 
-def _camera_number(camera: str) -> int:
-    """A stable integer for a camera name (its digits, else 0)."""
-    digits = "".join(ch for ch in camera if ch.isdigit())
-    return int(digits) if digits else 0
+def _queries(root: Path, *, tracklets: bool) -> list[Query]:
+    """SYSU-MM01 infrared test crops, with the all-search camera filter (a cam-3 query skips cam 2, §C.1)."""
+    records, failures = read_sysu_mm01(root, split="test", cameras=INFRARED)
+    if failures:
+        raise SystemExit(f"unreadable query files: {failures[:3]}")
+    crops = []
+    for record in records:
+        assert record.path is not None and record.track_id is not None
+        crops.append((int(record.track_id), record.camera, record.path, record.source))
+    return _grouped(
+        crops,
+        tracklets=tracklets,
+        cameras_of=lambda cam: [f"cam{c}" for c in VISIBLE if not (cam == "cam3" and c == "2")],
+    )
 
 
 def _folder_queries(root: Path, *, tracklets: bool) -> list[Query]:
-    groups: dict[tuple[int, ...], list[tuple[str, bytes]]] = defaultdict(list)
-    for n, record in enumerate(_held_out(root, "infrared")):
-        path = Path(record.path)
-        key = (int(record.pid), _camera_number(record.camera))
-        groups[key if tracklets else (*key, n)].append((path.as_posix(), path.read_bytes()))
-    ordered = sorted(groups.items())
-    return [Query(images=images, pid=key[0], camera=key[1], cameras=None) for key, images in ordered]
+    """A camera-folder dataset's held-out infrared crops; every visible camera is searched."""
+    crops = [
+        (int(r.pid), r.camera, Path(r.path), Path(r.path).as_posix()) for r in _held_out(root, "infrared")
+    ]
+    return _grouped(crops, tracklets=tracklets, cameras_of=lambda _: None)
 
 
-def _folder_ingest(settings: Settings, root: Path, csv_path: Path) -> None:
-    with csv_path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "camera", "modality", "track_id"])
-        for record in _held_out(root, "visible"):
-            writer.writerow([Path(record.path).resolve().as_posix(), record.camera, "visible", record.pid])
-    records, failures = read_csv(csv_path)
+def _sysu_gallery(root: Path) -> list[IngestRecord]:
+    records, failures = read_sysu_mm01(root, split="test", cameras=VISIBLE)
     if failures:
-        raise SystemExit(f"unreadable gallery rows: {failures[:3]}")
+        logging.getLogger(__name__).info("gallery: %d unreadable files left out", len(failures))
+    return records
+
+
+def _folder_gallery(root: Path) -> list[IngestRecord]:
+    return [
+        IngestRecord(
+            source=Path(r.path).resolve().as_posix(),
+            camera=r.camera,
+            modality="visible",
+            track_id=str(r.pid),
+            path=Path(r.path),
+        )
+        for r in _held_out(root, "visible")
+    ]
+
+
+def _ingest(settings: Settings, records: list[IngestRecord]) -> None:
     context = open_context(settings)
     try:
         report = GalleryService(context).ingest(records)
     finally:
         context.close()
     logging.getLogger(__name__).info("gallery: %d added", report.added)
-
-
-def _queries(root: Path, *, tracklets: bool) -> list[Query]:
-    records, failures = read_sysu_mm01(root, split="test", cameras=INFRARED)
-    if failures:
-        raise SystemExit(f"unreadable query files: {failures[:3]}")
-    groups: dict[tuple[int, int], list[tuple[str, bytes]]] = defaultdict(list)
-    for n, record in enumerate(records):
-        assert record.path is not None and record.track_id is not None
-        key = (int(record.track_id), int(record.camera.removeprefix("cam")))
-        groups[key if tracklets else (*key, n)].append((record.source, record.path.read_bytes()))
-    out = []
-    for key, images in sorted(groups.items()):
-        pid, cam = key[0], key[1]
-        cams = [f"cam{c}" for c in VISIBLE if not (cam == 3 and c == "2")]  # SYSU all-search (§C.1)
-        out.append(Query(images=images, pid=pid, camera=cam, cameras=cams))
-    return out
-
-
-def _ingest(settings: Settings, root: Path) -> None:
-    records, failures = read_sysu_mm01(root, split="test", cameras=VISIBLE)
-    context = open_context(settings)
-    try:
-        report = GalleryService(context).ingest(records)
-    finally:
-        context.close()
-    logging.getLogger(__name__).info("gallery: %d added, %d failed", report.added, len(failures))
 
 
 def _metrics(
@@ -303,10 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     label = args.label or args.model.name
     with tempfile.TemporaryDirectory(prefix="vireid-rerank-") as tmp:
         base = {"data_dir": Path(tmp), "model_dir": args.model, "store_crops": False, "embed_batching": False}
-        if args.sysu is not None:
-            _ingest(Settings(**base), args.sysu)
-        else:
-            _folder_ingest(Settings(**base), args.folders, Path(tmp) / "gallery.csv")
+        gallery = _sysu_gallery(args.sysu) if args.sysu is not None else _folder_gallery(args.folders)
+        _ingest(Settings(**base), gallery)
         for kind in ("single", "tracklet"):
             tracklets = kind == "tracklet"
             queries = (
